@@ -1,0 +1,109 @@
+"""Lint flags per example and the dataset report of `studio check` and the dataset pane.
+
+The flags point at examples that would teach the model something other than intended:
+nothing to learn (all masked), answers that never learn to stop (EOS not trained),
+cut answers, repeated examples, empty answers and double-encoded text (mojibake).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ftfy.badness import is_bad
+
+from studio.data import Conversation
+from studio.masking import Example, build_example
+from studio.templates import Template
+from studio.tokenizer import Tokenizer
+
+ALL_MASKED = "all-masked"
+EOS_NOT_TRAINED = "eos-not-trained"
+RESPONSE_TRUNCATED = "response-truncated"
+DUPLICATE = "duplicate"
+EMPTY_RESPONSE = "empty-response"
+MOJIBAKE = "mojibake"
+FLAG_MEANINGS = {
+    ALL_MASKED: "no token is trained: the example teaches nothing and is dropped",
+    EOS_NOT_TRAINED: "an answer's end token is not trained: the model will not learn to stop",
+    RESPONSE_TRUNCATED: "the answer is cut by the context length",
+    DUPLICATE: "the same conversation appears earlier in the file",
+    EMPTY_RESPONSE: "an answer has no letter or digit",
+    MOJIBAKE: "text looks double-encoded (e.g. 'Ã§' for 'ç'); fix it with ftfy",
+}
+
+
+def conversation_key(conversation: Conversation) -> tuple:
+    return conversation.system, tuple((turn.role, turn.text.strip(), turn.input) for turn in conversation.turns)
+
+
+def conversation_texts(conversation: Conversation) -> list[str]:
+    texts = [conversation.system] if conversation.system else []
+    for turn in conversation.turns:
+        texts.append(turn.text)
+        if turn.input:
+            texts.append(turn.input)
+    return texts
+
+
+def example_flags(conversation: Conversation, example: Example, duplicate: bool) -> list[str]:
+    flags = []
+    if example.trained_count == 0:
+        flags.append(ALL_MASKED)
+    if not example.eos_trained:
+        flags.append(EOS_NOT_TRAINED)
+    if example.response_truncated:
+        flags.append(RESPONSE_TRUNCATED)
+    if duplicate:
+        flags.append(DUPLICATE)
+    if any(turn.role == "assistant" and not any(c.isalnum() for c in turn.text) for turn in conversation.turns):
+        flags.append(EMPTY_RESPONSE)
+    if any(is_bad(text) for text in conversation_texts(conversation)):
+        flags.append(MOJIBAKE)
+    return flags
+
+
+@dataclass
+class DatasetReport:
+    examples: list[Example]
+    flags: list[list[str]]  # parallel to examples
+    lengths: list[int] = field(default_factory=list)  # tokens per example before truncation
+    max_tokens: int | None = None
+
+    @property
+    def flag_counts(self) -> Counter:
+        return Counter(flag for flags in self.flags for flag in flags)
+
+    @property
+    def truncated(self) -> int:
+        return sum(example.truncated for example in self.examples)
+
+    def sources_with(self, flag: str) -> list[str]:
+        return [ex.source for ex, flags in zip(self.examples, self.flags) if flag in flags]
+
+    def percentile(self, q: float) -> int:
+        ordered = sorted(self.lengths)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.flag_counts
+
+
+def lint_dataset(
+    conversations: list[Conversation],
+    template: Template,
+    tokenizer: Tokenizer,
+    max_tokens: int | None = None,
+    train_on_prompt: bool = False,
+) -> DatasetReport:
+    report = DatasetReport([], [], max_tokens=max_tokens)
+    seen: set[tuple] = set()
+    for conversation in conversations:
+        example = build_example(conversation, template, tokenizer, max_tokens, train_on_prompt)
+        key = conversation_key(conversation)
+        report.examples.append(example)
+        report.flags.append(example_flags(conversation, example, key in seen))
+        report.lengths.append(example.full_length)
+        seen.add(key)
+    return report

@@ -1,0 +1,143 @@
+"""The response-only loss mask: Conversation → token ids, labels and per-token spans.
+
+This is the one implementation the trainer, the mask pane and `studio mask` all
+call, so what a person sees highlighted is exactly what the loss is computed on.
+Each template segment is tokenized on its own, so no token straddles a trained /
+masked boundary and chat's generation prompt tokenizes to the same ids as training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio.data import Conversation
+from studio.templates import Template, rendered_text
+from studio.tokenizer import Tokenizer
+
+IGNORE = -100  # label of a token the loss skips (PyTorch's cross_entropy ignore_index default)
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    start: int  # character offsets into Example.text; start == end for a token that adds no text
+    end: int
+    role: str  # system | user | assistant | template
+    trained: bool
+    special: str | None = None
+
+
+@dataclass
+class Example:
+    text: str  # the rendered conversation, including any part cut off by truncation
+    tokens: list[Token]  # after truncation
+    full_length: int  # tokens before truncation
+    answer_tokens: int  # assistant tokens (answers + their EOS) before truncation
+    answers: int  # assistant turns
+    source: str = ""
+
+    @property
+    def ids(self) -> list[int]:
+        return [token.id for token in self.tokens]
+
+    @property
+    def labels(self) -> list[int]:
+        """Aligned with ids: the id where the token is trained, IGNORE where it is masked.
+        Batching shifts them (the token at i is predicted from positions < i)."""
+        return [token.id if token.trained else IGNORE for token in self.tokens]
+
+    @property
+    def trained_count(self) -> int:
+        # the first token is never predicted (nothing precedes it), so it cannot count as trained
+        return sum(token.trained for token in self.tokens[1:])
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.tokens) < self.full_length
+
+    @property
+    def response_truncated(self) -> bool:
+        return sum(token.role == "assistant" for token in self.tokens) < self.answer_tokens
+
+    @property
+    def eos_trained(self) -> bool:
+        """Every answer in the conversation still ends with its trained end token after truncation."""
+        ends = [t for t in self.tokens if t.special is not None and t.role == "assistant" and t.trained]
+        return len(ends) == self.answers
+
+
+def build_example(
+    conversation: Conversation,
+    template: Template,
+    tokenizer: Tokenizer,
+    max_tokens: int | None = None,
+    train_on_prompt: bool = False,
+) -> Example:
+    """Render, tokenize segment by segment, mark trained tokens, truncate to max_tokens from the right."""
+    segments = template.render(conversation)
+    tokens = segments_to_tokens(segments, tokenizer, train_on_prompt)
+    answer_tokens = sum(token.role == "assistant" for token in tokens)
+    answers = sum(turn.role == "assistant" for turn in conversation.turns)
+    kept = tokens if max_tokens is None else tokens[:max_tokens]
+    return Example(rendered_text(segments), kept, len(tokens), answer_tokens, answers, conversation.source)
+
+
+def segments_to_tokens(segments, tokenizer: Tokenizer, train_on_prompt: bool = False) -> list[Token]:
+    tokens: list[Token] = []
+    offset = 0
+    for segment in segments:
+        trained = segment.trained or train_on_prompt
+        if segment.special is not None:
+            end = offset + len(segment.text)
+            tokens.append(Token(tokenizer.special_id(segment.special), offset, end, segment.role, trained, segment.special))
+        else:
+            encoding = tokenizer.encode(segment.text)
+            for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+                tokens.append(Token(token_id, offset + start, offset + end, segment.role, trained))
+        offset += len(segment.text)
+    return tokens
+
+
+def prompt_ids(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> list[int]:
+    """Ids chat feeds the model: the history and the new user turn, ending with the assistant header."""
+    return [token.id for token in segments_to_tokens(template.render(conversation, add_generation_prompt=True), tokenizer)]
+
+
+@dataclass
+class BuildReport:
+    examples: list[Example]
+    dropped: list[tuple[str, str]]  # (source, reason) of examples left with nothing to train on
+    truncated: int
+
+
+def build_examples(conversations, template, tokenizer, max_tokens=None, train_on_prompt=False) -> BuildReport:
+    """Examples for training; an example left with no trained token is dropped and reported, never trained silently."""
+    report = BuildReport([], [], 0)
+    for conversation in conversations:
+        example = build_example(conversation, template, tokenizer, max_tokens, train_on_prompt)
+        report.truncated += example.truncated
+        if example.trained_count == 0:
+            report.dropped.append((conversation.source, "no trained token left after truncation"))
+            continue
+        report.examples.append(example)
+    return report
+
+
+def mask_json(example: Example, template: Template, tokenizer: Tokenizer, warnings: list[str]) -> dict:
+    """The machine-readable mask of `studio mask --json` (schema in DESIGN.md)."""
+    tokens = []
+    for token in example.tokens:
+        entry = {"id": token.id, "start": token.start, "end": token.end, "trained": token.trained, "role": token.role}
+        if token.special is not None:
+            entry["special"] = "eos" if token.id == tokenizer.eos_id else token.special
+        tokens.append(entry)
+    return {
+        "template": template.name,
+        "tokenizer": tokenizer.kind,
+        "text": example.text,
+        "tokens": tokens,
+        "trained_tokens": example.trained_count,
+        "total_tokens": len(example.tokens),
+        "truncated": example.truncated,
+        "warnings": warnings,
+    }

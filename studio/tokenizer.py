@@ -1,0 +1,190 @@
+"""Tokenizers: character level (the course's choice) and byte-level BPE (HF `tokenizers`).
+
+Both encode plain text with character offsets, so the mask view can show which
+characters each token covers. Special tokens are never produced from text: only
+the template asks for them by name, so a dataset that contains the characters
+"<eos>" cannot end an answer early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from studio.templates import EOS, IM_END, IM_START
+
+PAD = "<pad>"
+UNK = "<unk>"
+SPECIAL_TOKENS = (PAD, EOS, UNK, IM_START, IM_END)  # ids 0..4 in every tokenizer
+UNKNOWN_CHAR = "\ufffd"
+
+# Characters every char vocabulary has, so a vocabulary built from one dataset still
+# covers what a person is likely to type in chat (Portuguese and English text).
+BASE_ALPHABET = "\n\t" + "".join(chr(c) for c in range(32, 127)) + "".join(
+    chr(c) for c in range(0xC0, 0x100) if chr(c) not in "×÷"
+) + "ªº°§€–—‘’“”…•"
+
+
+@dataclass
+class Encoding:
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # character offsets into the encoded text, one per id
+
+
+class Tokenizer:
+    """Shared behaviour; subclasses implement _encode_text, decode_token and to_dict."""
+
+    kind: str
+    vocab_size: int
+
+    def special_id(self, name: str) -> int:
+        return SPECIAL_TOKENS.index(name)
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_id(PAD)
+
+    @property
+    def eos_id(self) -> int:
+        return self.special_id(EOS)
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """Tokens that end an answer: EOS for comando/alpaca, <|im_end|> for chatml."""
+        return {self.special_id(EOS), self.special_id(IM_END)}
+
+    def encode(self, text: str) -> Encoding:
+        return self._encode_text(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of the ids; special tokens contribute nothing (they are not text)."""
+        return self._decode_text([i for i in ids if i >= len(SPECIAL_TOKENS)])
+
+    def token_text(self, token_id: int) -> str:
+        """How one token reads on screen (specials by name)."""
+        if token_id < len(SPECIAL_TOKENS):
+            return SPECIAL_TOKENS[token_id]
+        return self._decode_text([token_id])
+
+    def describe(self) -> str:
+        return f"{self.kind} ({self.vocab_size} tokens)"
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        os.replace(temporary, path)
+
+    def same_as(self, other: "Tokenizer") -> bool:
+        return self.to_dict() == other.to_dict()
+
+    def _encode_text(self, text: str) -> Encoding:
+        raise NotImplementedError
+
+    def _decode_text(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+
+class CharTokenizer(Tokenizer):
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str]):
+        self.chars = sorted(set(chars))
+        self.itos = list(SPECIAL_TOKENS) + self.chars
+        self.stoi = {c: i for i, c in enumerate(self.chars, start=len(SPECIAL_TOKENS))}
+        self.vocab_size = len(self.itos)
+        self.unk_id = self.special_id(UNK)
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> "CharTokenizer":
+        seen = set(BASE_ALPHABET)
+        for text in texts:
+            seen.update(text)
+        return cls(seen)
+
+    def _encode_text(self, text: str) -> Encoding:
+        return Encoding([self.stoi.get(c, self.unk_id) for c in text], [(i, i + 1) for i in range(len(text))])
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return "".join(UNKNOWN_CHAR if i == self.unk_id else self.itos[i] for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "version": 1, "special_tokens": list(SPECIAL_TOKENS), "chars": self.chars}
+
+
+class BPETokenizer(Tokenizer):
+    kind = "bpe"
+
+    def __init__(self, hf: HFTokenizer):
+        hf.encode_special_tokens = True  # "<eos>" typed in data is text, not the EOS token
+        self.hf = hf
+        self.vocab_size = hf.get_vocab_size()
+        for index, name in enumerate(SPECIAL_TOKENS):
+            if hf.token_to_id(name) != index:
+                raise ValueError(f"BPE tokenizer must have {name} at id {index}")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 4096) -> "BPETokenizer":
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte: nothing is ever unknown
+            show_progress=False,
+        )
+        hf.train_from_iterator(texts, trainer)
+        return cls(hf)
+
+    def _encode_text(self, text: str) -> Encoding:
+        encoding = self.hf.encode(text, add_special_tokens=False)
+        return Encoding(list(encoding.ids), list(encoding.offsets))
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "version": 1, "hf": json.loads(self.hf.to_str())}
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], bpe_vocab_size: int = 4096) -> Tokenizer:
+    if kind == "char":
+        return CharTokenizer.train(texts)
+    if kind == "bpe":
+        return BPETokenizer.train(texts, bpe_vocab_size)
+    raise ValueError(f"unknown tokenizer {kind!r}; choose char or bpe")
+
+
+def tokenizer_from_dict(data: dict, source: str = "tokenizer") -> Tokenizer:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    try:
+        if kind == "char":
+            if list(data.get("special_tokens", [])) != list(SPECIAL_TOKENS):
+                raise ValueError("special tokens differ from this version's")
+            return CharTokenizer(data["chars"])
+        if kind == "bpe":
+            return BPETokenizer(HFTokenizer.from_str(json.dumps(data["hf"])))
+    except Exception as error:  # KeyError/TypeError from our dict, a plain Exception from HF's parser
+        raise ValueError(f"{source}: invalid {kind} tokenizer ({error})") from None
+    raise ValueError(f"{source}: unknown tokenizer kind {kind!r}")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a valid tokenizer JSON ({error})") from None
+    return tokenizer_from_dict(data, str(path))
