@@ -77,7 +77,6 @@ class KVCache:
         shape = (config.n_layers, batch_size, config.n_heads, config.context_size, head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.capacity = config.context_size
         self.length = 0  # tokens stored; the model advances it after its last layer
 
     def reset(self):
@@ -109,7 +108,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.store(self.layer, k, v)
         dropout_p = self.dropout if self.training else 0.0
-        if True:
+        if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             # is_causal aligns the mask top-left, which is wrong once queries start after
