@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from studio import data, paths
-from studio.lint import FLAG_MEANINGS, conversation_texts, lint_dataset
+from studio.lint import ALL_MASKED, FLAG_MEANINGS, conversation_texts, lint_dataset
 from studio.masking import mask_json
 from studio.mask_view import legend, mask_text
 from studio.templates import TEMPLATES, get_template
@@ -30,6 +30,13 @@ class CliError(Exception):
         self.code = code
 
 
+def invalid_records_error(path: Path, result: data.LoadResult) -> CliError:
+    return CliError(
+        f"{path}: {len(result.errors)} of {result.records} records are invalid; fix them or pass --skip-invalid",
+        EXIT_BAD_RECORDS,
+    )
+
+
 def load_conversations(path: Path, skip_invalid: bool, console: Console) -> list[data.Conversation]:
     """Load a dataset; refuse it when records are bad unless --skip-invalid, and then say how many were skipped."""
     try:
@@ -43,10 +50,7 @@ def load_conversations(path: Path, skip_invalid: bool, console: Console) -> list
         if len(result.errors) > len(shown):
             console.print(f"… and {len(result.errors) - len(shown)} more bad records", highlight=False)
         if not skip_invalid:
-            raise CliError(
-                f"{path}: {len(result.errors)} of {result.records} records are invalid; fix them or pass --skip-invalid",
-                EXIT_BAD_RECORDS,
-            )
+            raise invalid_records_error(path, result)
         console.print(f"skipped {len(result.errors)} invalid records of {result.records}", highlight=False)
     if not result.conversations:
         raise CliError(f"{path}: no valid record left", EXIT_BAD_RECORDS)
@@ -76,21 +80,28 @@ def cmd_mask(args, console: Console) -> int:
     if not 0 <= args.index < len(conversations):
         raise CliError(f"{args.dataset}: --index {args.index} is out of range (0..{len(conversations) - 1})")
     report = lint_dataset([conversations[args.index]], template, tokenizer, max_tokens, args.train_on_prompt)
-    example, flags = report.examples[0], report.flags[0]
+    parts, flags = report.parts[0], report.flags[0]
+    warnings = [f"{flag}: {FLAG_MEANINGS[flag]}" for flag in flags]
     if args.json:
-        payload = mask_json(example, template, tokenizer, [f"{flag}: {FLAG_MEANINGS[flag]}" for flag in flags])
+        if not 1 <= args.part <= len(parts):
+            raise CliError(f"{args.dataset}: --part {args.part} is out of range (1..{len(parts)})")
+        payload = mask_json(parts[args.part - 1], template, tokenizer, warnings)
+        payload.update(part=args.part, parts=len(parts))
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return 0
     monochrome = console.no_color or console.color_system is None
-    console.print(f"[bold]{example.source}[/]  template {template.name}  tokenizer {tokenizer.describe()}", highlight=False)
-    console.print(mask_text(example, tokenizer, monochrome))
+    console.print(f"[bold]{conversations[args.index].source}[/]  template {template.name}  tokenizer {tokenizer.describe()}")
+    for number, example in enumerate(parts, start=1):
+        if len(parts) > 1:
+            console.print(f"[bold]── part {number}/{len(parts)}: split at a turn to fit the context ──[/]")
+        console.print(mask_text(example, tokenizer, monochrome))
+        share = 100 * example.trained_count / max(1, len(example.tokens))
+        truncated = f"yes, {example.full_length - len(example.tokens)} tokens cut" if example.truncated else "no"
+        console.print(f"trained {example.trained_count} / {len(example.tokens)} tokens ({share:.1f} %)   truncated: {truncated}")
     console.print()
     console.print(legend(monochrome))
-    share = 100 * example.trained_count / max(1, len(example.tokens))
-    truncated = f"yes, {example.full_length - len(example.tokens)} tokens cut" if example.truncated else "no"
-    console.print(f"trained {example.trained_count} / {len(example.tokens)} tokens ({share:.1f} %)   truncated: {truncated}")
-    for flag in flags:
-        console.print(f"[yellow]warning[/] {flag}: {FLAG_MEANINGS[flag]}", highlight=False)
+    for warning in warnings:
+        console.print(f"[yellow]warning[/] {warning}")
     return 0
 
 
@@ -119,20 +130,17 @@ def cmd_check(args, console: Console) -> int:
         f"  p99 {report.percentile(99)}  max {max(report.lengths)}   context {args.context}",
         highlight=False,
     )
-    console.print(f"truncated at context: {report.truncated}")
+    console.print(f"split at turns to fit the context: {report.split}   truncated at context: {report.truncated}")
     for flag, count in sorted(report.flag_counts.items()):
         sources = report.sources_with(flag)
         listed = ", ".join(sources[:5]) + (f", … {len(sources) - 5} more" if len(sources) > 5 else "")
         console.print(f"[yellow]{flag}[/] {count}: {FLAG_MEANINGS[flag]} — {listed}", highlight=False, soft_wrap=True)
     if result.errors and not args.skip_invalid:
-        console.print(f"[red]unusable[/]: {len(result.errors)} invalid records (pass --skip-invalid to accept the rest)")
-        return EXIT_BAD_RECORDS
-    if report.flag_counts.get("all-masked", 0) == len(report.examples):
-        console.print("[red]unusable[/]: no example has a trained token")
-        return EXIT_BAD_RECORDS
+        raise invalid_records_error(args.dataset, result)
+    if report.flag_counts.get(ALL_MASKED, 0) == len(report.conversations):
+        raise CliError(f"{args.dataset}: no example has a trained token", EXIT_BAD_RECORDS)
     if args.strict and not report.clean:
-        console.print("[red]not clean[/] (--strict)")
-        return EXIT_BAD_RECORDS
+        raise CliError(f"{args.dataset}: lint findings above (--strict)", EXIT_BAD_RECORDS)
     console.print("[green]clean[/]" if report.clean and not result.errors else "usable")
     return 0
 
@@ -147,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--index", type=int, default=0, help="example index (0-based)")
     mask.add_argument("--train-on-prompt", action="store_true", help="train every token (the contrast demo)")
     mask.add_argument("--json", action="store_true", help="machine-readable output")
+    mask.add_argument("--part", type=int, default=1, help="with --json: which part of a conversation split to fit")
     mask.set_defaults(handler=cmd_mask)
 
     check = commands.add_parser("check", help="lint a dataset: formats, lengths, truncation, duplicates, mojibake")

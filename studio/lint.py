@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ftfy.badness import is_bad
 
 from studio.data import Conversation
-from studio.masking import Example, build_example
+from studio.masking import Example, build_example, fit_to_context
 from studio.templates import Template
 from studio.tokenizer import Tokenizer
 
@@ -46,13 +46,14 @@ def conversation_texts(conversation: Conversation) -> list[str]:
     return texts
 
 
-def example_flags(conversation: Conversation, example: Example, duplicate: bool) -> list[str]:
+def conversation_flags(conversation: Conversation, parts: list[Example], duplicate: bool) -> list[str]:
+    """Flags of one conversation, over the examples it becomes (several when split to fit the context)."""
     flags = []
-    if example.trained_count == 0:
+    if all(part.trained_count == 0 for part in parts):
         flags.append(ALL_MASKED)
-    if not example.eos_trained:
+    if not all(part.eos_trained for part in parts):
         flags.append(EOS_NOT_TRAINED)
-    if example.response_truncated:
+    if any(part.response_truncated for part in parts):
         flags.append(RESPONSE_TRUNCATED)
     if duplicate:
         flags.append(DUPLICATE)
@@ -65,10 +66,19 @@ def example_flags(conversation: Conversation, example: Example, duplicate: bool)
 
 @dataclass
 class DatasetReport:
-    examples: list[Example]
-    flags: list[list[str]]  # parallel to examples
-    lengths: list[int] = field(default_factory=list)  # tokens per example before truncation
+    conversations: list[Conversation]
+    parts: list[list[Example]]  # per conversation: its example, or several when split at turns to fit the context
+    flags: list[list[str]]  # per conversation
     max_tokens: int | None = None
+
+    @property
+    def examples(self) -> list[Example]:
+        """Every training example, in order (what the trainer gets before dropping all-masked ones)."""
+        return [example for parts in self.parts for example in parts]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [example.full_length for example in self.examples]
 
     @property
     def flag_counts(self) -> Counter:
@@ -78,8 +88,12 @@ class DatasetReport:
     def truncated(self) -> int:
         return sum(example.truncated for example in self.examples)
 
+    @property
+    def split(self) -> int:
+        return sum(len(parts) > 1 for parts in self.parts)
+
     def sources_with(self, flag: str) -> list[str]:
-        return [ex.source for ex, flags in zip(self.examples, self.flags) if flag in flags]
+        return [c.source for c, flags in zip(self.conversations, self.flags) if flag in flags]
 
     def percentile(self, q: float) -> int:
         ordered = sorted(self.lengths)
@@ -97,13 +111,15 @@ def lint_dataset(
     max_tokens: int | None = None,
     train_on_prompt: bool = False,
 ) -> DatasetReport:
-    report = DatasetReport([], [], max_tokens=max_tokens)
+    report = DatasetReport(list(conversations), [], [], max_tokens)
     seen: set[tuple] = set()
     for conversation in conversations:
-        example = build_example(conversation, template, tokenizer, max_tokens, train_on_prompt)
+        parts = [
+            build_example(part, template, tokenizer, max_tokens, train_on_prompt)
+            for part in fit_to_context(conversation, template, tokenizer, max_tokens)
+        ]
         key = conversation_key(conversation)
-        report.examples.append(example)
-        report.flags.append(example_flags(conversation, example, key in seen))
-        report.lengths.append(example.full_length)
+        report.parts.append(parts)
+        report.flags.append(conversation_flags(conversation, parts, key in seen))
         seen.add(key)
     return report

@@ -8,7 +8,7 @@ masked boundary and chat's generation prompt tokenizes to the same ids as traini
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from studio.data import Conversation
 from studio.templates import Template, rendered_text
@@ -82,6 +82,36 @@ def build_example(
     return Example(rendered_text(segments), kept, len(tokens), answer_tokens, answers, conversation.source)
 
 
+def fit_to_context(
+    conversation: Conversation, template: Template, tokenizer: Tokenizer, max_tokens: int | None
+) -> list[Conversation]:
+    """Split a conversation too long for the context at turn boundaries, so every answer is trained whole with
+    its end token instead of being cut off. Each part keeps the system prompt; a single exchange that is still
+    too long stays one part (and is truncated by build_example, which flags it)."""
+    if max_tokens is None or _token_count(conversation, template, tokenizer) <= max_tokens:
+        return [conversation]
+    exchanges = [conversation.turns[i:i + 2] for i in range(0, len(conversation.turns), 2)]
+    parts: list[tuple] = []
+    current: tuple = ()
+    for exchange in exchanges:
+        candidate = current + exchange
+        if current and _token_count(replace(conversation, turns=candidate), template, tokenizer) > max_tokens:
+            parts.append(current)
+            candidate = exchange
+        current = candidate
+    parts.append(current)
+    if len(parts) == 1:
+        return [conversation]
+    return [
+        replace(conversation, turns=turns, source=f"{conversation.source} part {number}/{len(parts)}")
+        for number, turns in enumerate(parts, start=1)
+    ]
+
+
+def _token_count(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> int:
+    return len(segments_to_tokens(template.render(conversation), tokenizer))
+
+
 def segments_to_tokens(segments, tokenizer: Tokenizer, train_on_prompt: bool = False) -> list[Token]:
     tokens: list[Token] = []
     offset = 0
@@ -108,18 +138,23 @@ class BuildReport:
     examples: list[Example]
     dropped: list[tuple[str, str]]  # (source, reason) of examples left with nothing to train on
     truncated: int
+    split: int  # conversations split at turn boundaries to fit the context
 
 
 def build_examples(conversations, template, tokenizer, max_tokens=None, train_on_prompt=False) -> BuildReport:
-    """Examples for training; an example left with no trained token is dropped and reported, never trained silently."""
-    report = BuildReport([], [], 0)
+    """Examples for training: long conversations split to fit, and an example left with no trained token
+    dropped and reported, never trained on silently."""
+    report = BuildReport([], [], 0, 0)
     for conversation in conversations:
-        example = build_example(conversation, template, tokenizer, max_tokens, train_on_prompt)
-        report.truncated += example.truncated
-        if example.trained_count == 0:
-            report.dropped.append((conversation.source, "no trained token left after truncation"))
-            continue
-        report.examples.append(example)
+        parts = fit_to_context(conversation, template, tokenizer, max_tokens)
+        report.split += len(parts) > 1
+        for part in parts:
+            example = build_example(part, template, tokenizer, max_tokens, train_on_prompt)
+            report.truncated += example.truncated
+            if example.trained_count == 0:
+                report.dropped.append((part.source, "no trained token left after truncation"))
+                continue
+            report.examples.append(example)
     return report
 
 

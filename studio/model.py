@@ -11,9 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Target value of the positions the loss skips (prompt, padding): the
-# PyTorch convention, so F.cross_entropy can drop them for us.
-IGNORE_INDEX = -100
+from studio.masking import IGNORE as IGNORE_INDEX  # target of positions the loss skips (prompt, padding)
 
 
 @dataclass

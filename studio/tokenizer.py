@@ -63,8 +63,9 @@ class Tokenizer:
         return self._encode_text(text)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of the ids; special tokens contribute nothing (they are not text)."""
-        return self._decode_text([i for i in ids if i >= len(SPECIAL_TOKENS)])
+        """Text of the ids; control tokens contribute nothing (they are not text), <unk> reads as U+FFFD."""
+        unk = self.special_id(UNK)
+        return self._decode_text([i for i in ids if i >= len(SPECIAL_TOKENS) or i == unk])
 
     def token_text(self, token_id: int) -> str:
         """How one token reads on screen (specials by name)."""
@@ -151,7 +152,7 @@ class BPETokenizer(Tokenizer):
         return Encoding(list(encoding.ids), list(encoding.offsets))
 
     def _decode_text(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=False)
+        return self.hf.decode(ids, skip_special_tokens=True)  # byte-level BPE never produces <unk> itself
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "version": 1, "hf": json.loads(self.hf.to_str())}
