@@ -1,0 +1,358 @@
+"""Checkpoints: a directory of plain files that can be inspected, shared and loaded without running code.
+
+    model.safetensors          weights (a tied tensor is stored once, under its first name)
+    config.json                format_version, model config, tokenizer kind, template, stage, step, parent, training args
+    tokenizer.json             Tokenizer.save
+    trainer_state.safetensors  optimizer and RNG tensors  } only when saved with an optimizer or trainer_state,
+    trainer_state.json         step, param groups, extra  } for an exact resume
+
+Nothing is ever unpickled (no torch.load): a checkpoint downloaded from anywhere can only be
+wrong, never run code. A save is written to a temporary directory beside the target and
+renamed into place, so a save killed half-way never replaces a good checkpoint with a broken one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from studio.model import GPT, GPTConfig
+from studio.paths import CHECKPOINTS_DIR
+from studio.templates import TEMPLATES
+from studio.tokenizer import Tokenizer, tokenizer_from_dict
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+STATE_TENSORS_FILE = "trainer_state.safetensors"
+STATE_JSON_FILE = "trainer_state.json"
+RUN_CHECKPOINT_DIR = "checkpoint"  # a run folder checkpoints/<stage>-<time>/ keeps its checkpoint here
+TENSOR_REF = "__tensor__"  # in trainer_state.json, {"__tensor__": name} stands for a tensor of trainer_state.safetensors
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line naming the directory and the files at fault."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: GPT  # on the requested device, eval() mode
+    tokenizer: Tokenizer
+    config: dict  # config.json
+    trainer_state: dict | None  # {"step", "optimizer", "rng", "extra"} with tensors restored; None when absent or not asked for
+
+
+# ---------------------------------------------------------------------------------------------- save
+
+
+def save(path: str | Path, model: GPT, tokenizer: Tokenizer, config: dict, optimizer=None, trainer_state: dict | None = None) -> Path:
+    """Write a checkpoint directory atomically and return its path.
+
+    config holds the run's facts (template, stage, step, parent, training); format_version, the
+    model config and the tokenizer kind are taken from the objects themselves so they cannot disagree.
+    trainer_state (for an exact resume): {"step": int, "extra": {JSON-able}, "rng": {name: generator state tensor}},
+    e.g. rng={"data": data_order_generator.get_state()}; the global torch and CUDA RNG states are added here.
+    """
+    path = Path(path)
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper would prefix every tensor name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).exists():
+        # the swap deletes what it replaces: never a run folder or any directory that is not a checkpoint
+        raise CheckpointError(f"{path}: exists and is not a checkpoint; refusing to replace it")
+    config = {**config, "format_version": FORMAT_VERSION, "model": model.config.to_dict(), "tokenizer": tokenizer.kind}
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would end up on the checkpoint
+    try:
+        save_file(_unique_tensors(model), staging / MODEL_FILE, metadata={"format": "pt"})
+        _write_json(staging / CONFIG_FILE, config)
+        tokenizer.save(staging / TOKENIZER_FILE)
+        if optimizer is not None or trainer_state is not None:
+            state_json, state_tensors = _split_tensors(_trainer_state(config, optimizer, trainer_state))
+            save_file(state_tensors, staging / STATE_TENSORS_FILE)
+            _write_json(staging / STATE_JSON_FILE, state_json)
+        for file in staging.iterdir():
+            _fsync(file)
+        _fsync(staging)
+        _swap_in(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _unique_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """state_dict with each shared tensor once: safetensors refuses aliases, and tying is rebuilt by GPT(config)."""
+    kept = _unique_names(model)
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items() if name in kept}
+
+
+def _unique_names(model: GPT) -> set[str]:
+    # named_parameters() yields a tied tensor once, under its first name (tok_emb.weight, not lm_head.weight)
+    return {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+
+
+def _trainer_state(config: dict, optimizer, trainer_state: dict | None) -> dict:
+    trainer_state = trainer_state or {}
+    rng = {"torch": torch.get_rng_state(), **trainer_state.get("rng", {})}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": trainer_state.get("step", config.get("step")),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "rng": rng,
+        "extra": trainer_state.get("extra", {}),
+    }
+
+
+def _split_tensors(value, name: str = "", tensors: dict | None = None):
+    """(JSON-able copy of value, {dotted name: tensor}): each tensor is moved out and replaced by a reference."""
+    tensors = {} if tensors is None else tensors
+    if isinstance(value, torch.Tensor):
+        tensors[name] = value.detach().cpu().contiguous()
+        return {TENSOR_REF: name}, tensors
+    if isinstance(value, dict):
+        return {str(k): _split_tensors(v, f"{name}.{k}" if name else str(k), tensors)[0] for k, v in value.items()}, tensors
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(v, f"{name}.{i}", tensors)[0] for i, v in enumerate(value)], tensors
+    return value, tensors
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk, so a rename never publishes data still in the page cache."""
+    if path.is_dir() and os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows; NTFS journals the rename itself
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _swap_in(staging: Path, path: Path) -> None:
+    """Rename the finished directory into place. Directories cannot be replaced in one rename, so an existing
+    checkpoint is moved aside first and removed only once the new one is in; _clean_leftovers undoes a kill in between."""
+    if path.exists():
+        os.rename(path, _aside(path))
+    os.rename(staging, path)
+    _fsync(path.parent)
+    shutil.rmtree(_aside(path), ignore_errors=True)
+
+
+def _clean_leftovers(path: Path) -> None:
+    """Remove what a killed save left beside path: staging dirs, and the old checkpoint moved aside
+    (put back if the kill came before the new one was renamed in)."""
+    for staging in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    if _aside(path).exists():
+        if path.exists():
+            shutil.rmtree(_aside(path), ignore_errors=True)
+        else:
+            os.rename(_aside(path), path)
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", with_trainer_state: bool = False) -> Checkpoint:
+    """Validate every file and build the model; raise one CheckpointError listing all problems found.
+    path may be the checkpoint directory or a run folder that holds one in checkpoint/."""
+    path = resolve(path)
+    problems: list[str] = []
+    config = _read_json(path, CONFIG_FILE, problems)
+    gpt_config = _check_config(config, problems) if config is not None else None
+    tokenizer = _read_tokenizer(path, config, gpt_config, problems)
+    weights = _read_weights(path, gpt_config, problems)
+    trainer_state = _read_trainer_state(path, problems) if with_trainer_state else None
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    model = GPT(gpt_config)
+    # strict=False only for the tied aliases, which GPT(config) rebuilds; _read_weights checked every other name
+    model.load_state_dict(weights, strict=False)
+    model.to(device).eval()
+    return Checkpoint(path, model, tokenizer, config, trainer_state)
+
+
+def resolve(path: str | Path) -> Path:
+    """The checkpoint directory of path: path itself, or its checkpoint/ when path is a run folder."""
+    path = Path(path)
+    if not path.is_dir():
+        hint = " (an interrupted save left the previous one aside; the next save restores it)" if _aside(path).is_dir() else ""
+        raise CheckpointError(f"{path}: no such checkpoint directory{hint}")
+    if not (path / CONFIG_FILE).exists() and (path / RUN_CHECKPOINT_DIR).is_dir():
+        return path / RUN_CHECKPOINT_DIR
+    return path
+
+
+def _read_json(path: Path, name: str, problems: list[str]) -> dict | None:
+    try:
+        data = json.loads((path / name).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{name} is missing")
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problems.append(f"{name} is corrupt (not valid JSON: {error})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{name} is corrupt (expected a JSON object)")
+        return None
+    return data
+
+
+def _check_config(config: dict, problems: list[str]) -> GPTConfig | None:
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        problems.append(f"{CONFIG_FILE}: format_version {version!r}, this version reads {FORMAT_VERSION}")
+        return None
+    if config.get("template") not in TEMPLATES:
+        problems.append(f"{CONFIG_FILE}: unknown template {config.get('template')!r}")
+    try:
+        return GPTConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        problems.append(f"{CONFIG_FILE}: invalid model config ({error})")
+        return None
+
+
+def _read_tokenizer(path: Path, config: dict | None, gpt_config: GPTConfig | None, problems: list[str]) -> Tokenizer | None:
+    data = _read_json(path, TOKENIZER_FILE, problems)
+    if data is None:
+        return None
+    try:
+        tokenizer = tokenizer_from_dict(data, TOKENIZER_FILE)
+    except ValueError as error:
+        problems.append(f"{error}")
+        return None
+    if config is not None and config.get("tokenizer") != tokenizer.kind:
+        problems.append(f"{TOKENIZER_FILE}: a {tokenizer.kind} tokenizer, {CONFIG_FILE} says {config.get('tokenizer')!r}")
+    if gpt_config is not None and gpt_config.vocab_size != tokenizer.vocab_size:
+        problems.append(f"{TOKENIZER_FILE}: vocabulary of {tokenizer.vocab_size} tokens, the model has vocab_size {gpt_config.vocab_size}")
+    return tokenizer
+
+
+def _read_weights(path: Path, gpt_config: GPTConfig | None, problems: list[str]) -> dict[str, torch.Tensor] | None:
+    file = path / MODEL_FILE
+    if not file.exists():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        found = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
+        problems.append(f"{MODEL_FILE} is missing{found}")
+        return None
+    try:
+        weights = load_file(file)
+    except (SafetensorError, OSError) as error:
+        problems.append(f"{MODEL_FILE} is corrupt ({error})")
+        return None
+    if gpt_config is None:
+        return weights
+    expected = {name: tuple(shape) for name, shape in _expected_shapes(gpt_config).items()}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [f"{name} {tuple(weights[name].shape)} != {expected[name]}" for name in sorted(set(expected) & set(weights))
+             if tuple(weights[name].shape) != expected[name]]
+    for label, names in (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatch", wrong)):
+        if names:
+            shown = ", ".join(names[:4]) + (f", … {len(names) - 4} more" if len(names) > 4 else "")
+            problems.append(f"{MODEL_FILE}: {label} vs {CONFIG_FILE}: {shown}")
+    return weights
+
+
+def _expected_shapes(gpt_config: GPTConfig) -> dict[str, torch.Size]:
+    """Names and shapes save() writes for this config, from a model built without allocating memory."""
+    with torch.device("meta"):
+        model = GPT(gpt_config)
+    kept = _unique_names(model)
+    return {name: tensor.shape for name, tensor in model.state_dict().items() if name in kept}
+
+
+def _read_trainer_state(path: Path, problems: list[str]) -> dict | None:
+    present = [(path / name).exists() for name in (STATE_JSON_FILE, STATE_TENSORS_FILE)]
+    if not any(present):
+        return None
+    state_json = _read_json(path, STATE_JSON_FILE, problems)
+    try:
+        tensors = load_file(path / STATE_TENSORS_FILE)
+    except FileNotFoundError:
+        problems.append(f"{STATE_TENSORS_FILE} is missing")
+        return None
+    except (SafetensorError, OSError) as error:
+        problems.append(f"{STATE_TENSORS_FILE} is corrupt ({error})")
+        return None
+    if state_json is None:
+        return None
+    try:
+        state = _join_tensors(state_json, tensors)
+    except KeyError as error:
+        problems.append(f"{STATE_JSON_FILE}: refers to tensor {error} absent from {STATE_TENSORS_FILE}")
+        return None
+    if state.get("format_version") != FORMAT_VERSION:
+        problems.append(f"{STATE_JSON_FILE}: format_version {state.get('format_version')!r}, this version reads {FORMAT_VERSION}")
+        return None
+    if state.get("optimizer") is not None:
+        # JSON object keys are strings; Optimizer.load_state_dict matches state to parameters by int index
+        optimizer = state["optimizer"]
+        optimizer["state"] = {int(index): value for index, value in optimizer.get("state", {}).items()}
+    return state
+
+
+def _join_tensors(value, tensors: dict[str, torch.Tensor]):
+    if isinstance(value, dict):
+        if set(value) == {TENSOR_REF}:
+            return tensors[value[TENSOR_REF]]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value
+
+
+def restore_rng(trainer_state: dict) -> None:
+    """Set the global torch (and CUDA) RNG states saved with trainer_state; the data-order generator
+    state is in trainer_state["rng"]["data"] (or whatever name the trainer saved it under)."""
+    rng = trainer_state["rng"]
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- find
+
+
+def find_all(root: str | Path = CHECKPOINTS_DIR) -> list[Path]:
+    """Every checkpoint directory under root (any depth), newest first by config.json's mtime.
+    Hidden directories are skipped: they are a save in progress, or leftovers of a killed one."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for config in root.rglob(CONFIG_FILE):
+        if any(part.startswith(".") for part in config.parent.relative_to(root).parts):
+            continue
+        try:
+            found.append((config.stat().st_mtime, config.parent))
+        except FileNotFoundError:  # swapped out by a save running right now
+            continue
+    return [directory for _, directory in sorted(found, key=lambda item: item[0], reverse=True)]
+
+
+def latest(root: str | Path = CHECKPOINTS_DIR) -> Path | None:
+    """The newest checkpoint directory under root, None when there is none."""
+    found = find_all(root)
+    return found[0] if found else None
