@@ -8,7 +8,8 @@ cut answers, repeated examples, empty answers and double-encoded text (mojibake)
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from ftfy.badness import is_bad
 
@@ -44,6 +45,20 @@ def conversation_texts(conversation: Conversation) -> list[str]:
         if turn.input:
             texts.append(turn.input)
     return texts
+
+
+def conversation_examples(
+    conversation: Conversation,
+    template: Template,
+    tokenizer: Tokenizer,
+    max_tokens: int | None = None,
+    train_on_prompt: bool = False,
+) -> list[Example]:
+    """The training examples of one conversation: one, or several when it is split at turns to fit the context."""
+    return [
+        build_example(part, template, tokenizer, max_tokens, train_on_prompt)
+        for part in fit_to_context(conversation, template, tokenizer, max_tokens)
+    ]
 
 
 def conversation_flags(conversation: Conversation, parts: list[Example], duplicate: bool) -> list[str]:
@@ -104,6 +119,23 @@ class DatasetReport:
         return not self.flag_counts
 
 
+def iter_lint(
+    conversations: Iterable[Conversation],
+    template: Template,
+    tokenizer: Tokenizer,
+    max_tokens: int | None = None,
+    train_on_prompt: bool = False,
+) -> Iterator[tuple[list[Example], list[str]]]:
+    """(examples, flags) per conversation, in order. One at a time, so that the dataset pane can show progress and
+    stop midway (a cancelled worker); a conversation is a duplicate when the same one came earlier."""
+    seen: set[tuple] = set()
+    for conversation in conversations:
+        parts = conversation_examples(conversation, template, tokenizer, max_tokens, train_on_prompt)
+        key = conversation_key(conversation)
+        yield parts, conversation_flags(conversation, parts, key in seen)
+        seen.add(key)
+
+
 def lint_dataset(
     conversations: list[Conversation],
     template: Template,
@@ -112,14 +144,7 @@ def lint_dataset(
     train_on_prompt: bool = False,
 ) -> DatasetReport:
     report = DatasetReport(list(conversations), [], [], max_tokens)
-    seen: set[tuple] = set()
-    for conversation in conversations:
-        parts = [
-            build_example(part, template, tokenizer, max_tokens, train_on_prompt)
-            for part in fit_to_context(conversation, template, tokenizer, max_tokens)
-        ]
-        key = conversation_key(conversation)
+    for parts, flags in iter_lint(report.conversations, template, tokenizer, max_tokens, train_on_prompt):
         report.parts.append(parts)
-        report.flags.append(conversation_flags(conversation, parts, key in seen))
-        seen.add(key)
+        report.flags.append(flags)
     return report

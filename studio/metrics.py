@@ -104,7 +104,9 @@ class Metrics:
     def status(self) -> str:
         return self._status
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, series: bool = True) -> Snapshot:
+        """series=False leaves `train` and `val` empty: for a reader that only wants the status, the step or the
+        events, a copy that stays cheap however long the run (the lock is held while copying)."""
         with self._lock:
             last = self._records[-1] if self._records else None
             return Snapshot(
@@ -114,8 +116,8 @@ class Metrics:
                 device=self.device,
                 step=last.step if last else 0,
                 total_steps=self.total_steps,
-                train=tuple((r.step, r.loss) for r in self._records),
-                val=tuple(self._val),
+                train=tuple((r.step, r.loss) for r in self._records) if series else (),
+                val=tuple(self._val) if series else (),
                 last=last,
                 eta=_eta(last, self.total_steps, self._records),
                 message=self._message,

@@ -1,7 +1,8 @@
 """GPTMini: the small decoder-only transformer of the course, GPT-2 style.
 
-One file, no framework: a config dataclass, the size presets the app offers,
-the model, and the KV cache used to generate answers token by token.
+One file, no framework: a config dataclass, the model, and the KV cache used to
+generate answers token by token. The size presets the app offers live in the torch-free
+studio.presets (the TUI reads them before torch has loaded); they are imported from here too.
 """
 
 import math
@@ -12,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from studio.masking import IGNORE as IGNORE_INDEX  # target of positions the loss skips (prompt, padding)
+from studio.presets import PRESETS, Preset  # noqa: F401  (Preset: callers import it from here)
 
 
 @dataclass
@@ -39,20 +41,6 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown GPTConfig keys: {', '.join(unknown)}")
         return cls(**d)
-
-
-@dataclass(frozen=True)
-class Preset:
-    tokenizer: str  # "char" | "bpe"
-    bpe_vocab_size: int | None  # None for "char": the vocabulary is whatever characters the data has
-    model: dict  # GPTConfig fields, everything but vocab_size
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset("char", None, dict(context_size=256, d_model=128, n_heads=4, n_layers=3)),
-    "small": Preset("bpe", 4096, dict(context_size=512, d_model=384, n_heads=6, n_layers=6)),
-    "medium": Preset("bpe", 8192, dict(context_size=1024, d_model=768, n_heads=12, n_layers=12)),
-}
 
 
 def model_config(preset: str, vocab_size: int, **overrides) -> GPTConfig:

@@ -7,7 +7,7 @@ from studio import data
 from studio.cli import main
 from studio.data import Conversation, Turn
 from studio.lint import (ALL_MASKED, DUPLICATE, EMPTY_RESPONSE, EOS_NOT_TRAINED, MOJIBAKE, RESPONSE_TRUNCATED,
-                         conversation_texts, lint_dataset)
+                         conversation_texts, iter_lint, lint_dataset)
 from studio.masking import IGNORE, build_example, build_examples, fit_to_context, prompt_ids
 from studio.templates import TEMPLATES, get_template
 from studio.tokenizer import train_tokenizer
@@ -141,6 +141,10 @@ def test_lint_flags_duplicates_empty_answers_and_mojibake():
     tokenizer = tokenizer_for("char", conversations)
     report = lint_dataset(conversations, get_template("comando"), tokenizer)
     assert report.flags == [[], [DUPLICATE], [EMPTY_RESPONSE], [MOJIBAKE]]
+
+    linted = iter_lint(conversations, get_template("comando"), tokenizer)  # what the dataset pane reads, one by one
+    assert next(linted) == (report.parts[0], [])
+    assert next(linted)[1] == [DUPLICATE]  # the duplicate is known to the generator, not only to the report
 
 
 def test_the_course_seed_text_is_caught_as_mojibake(tmp_path):

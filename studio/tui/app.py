@@ -1,0 +1,275 @@
+"""StudioApp: the four panes, the keys that move between them, and the state they share.
+
+The App owns what outlives a pane: the opened dataset (`workspace`), the selected conversation,
+the mask settings, the training worker with its `metrics` buffer and `trainer`, and the chat
+backend. Panes post messages up (DatasetOpened, ExampleSelected) and watch the App's reactive
+state (`self.watch(self.app, "mask_settings", ...)`).
+
+Nothing imported here imports torch: the first frame comes before torch has loaded. After that
+frame the hidden panes mount, then a thread worker imports torch and sends TorchReady to every pane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.reactive import var
+from textual.widget import Widget
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from studio import paths
+from studio.metrics import FAILED, Metrics
+from studio.tui.chat_backend import ChatBackend
+from studio.tui.commands import PaneActionsProvider
+from studio.tui.errors import user_message
+from studio.tui.messages import DatasetOpened, ExampleSelected, TorchReady
+from studio.tui.panes.chat import ChatPane
+from studio.tui.panes.dataset import DatasetPane
+from studio.tui.panes.mask import MaskPane
+from studio.tui.panes.train import TrainPane
+from studio.tui.screens.help import HelpScreen
+from studio.tui.workspace import MaskSettings, Workspace
+
+PANES = (
+    ("dataset", "Dataset", DatasetPane),
+    ("mask", "Mask", MaskPane),
+    ("train", "Train", TrainPane),
+    ("chat", "Chat", ChatPane),
+)
+QUIT_WAIT_S = 10.0  # longest wait for the trainer to save its checkpoint at quit (it honours a stop within 1 s)
+
+
+def ui_spare_threads() -> int:
+    """CPU threads for torch while the TUI runs: every core this process may use but one, left to the UI."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+def default_trainer_factory(config, metrics):
+    from studio.train import Trainer  # imports torch: only ever called from the training worker
+
+    return Trainer(config, metrics)
+
+
+class StudioApp(App):
+    TITLE = "SFT Studio"
+    CSS_PATH = Path(__file__).with_name("studio.tcss")  # absolute: subclasses (tests) live elsewhere
+    COMMANDS = App.COMMANDS | {PaneActionsProvider}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # classes on the screen: panes collapse when narrow
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("1,f1", "show_pane('dataset')", "Dataset", show=False, id="pane.dataset"),
+        Binding("2,f2", "show_pane('mask')", "Mask", show=False, id="pane.mask"),
+        Binding("3,f3", "show_pane('train')", "Train", show=False, id="pane.train"),
+        Binding("4,f4", "show_pane('chat')", "Chat", show=False, id="pane.chat"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, id="app.quit_ctrl_c"),
+    ]
+    PALETTE = [
+        ("Show the dataset pane", "the examples, filter, lint flags", "show_pane('dataset')"),
+        ("Show the mask pane", "which tokens are trained", "show_pane('mask')"),
+        ("Show the train pane", "start, watch and stop training", "show_pane('train')"),
+        ("Show the chat pane", "talk to the model", "show_pane('chat')"),
+        ("Help", "keys and what the mask colours and glyphs mean", "help"),
+        ("Quit", "stops training first, saving a checkpoint", "quit"),
+    ]
+
+    workspace: var[Workspace | None] = var(None)
+    selected_index: var[int | None] = var(None)
+    mask_settings: var[MaskSettings] = var(MaskSettings())
+    torch_ready: var[bool] = var(False)
+
+    def __init__(self, dataset: Path | None = None, *, trainer_factory=None, chat_backend=None):
+        super().__init__()
+        self.dataset_path = Path(dataset) if dataset is not None else paths.DEFAULT_DATASET
+        self.trainer_factory = trainer_factory or default_trainer_factory
+        self.chat_backend = chat_backend or ChatBackend(live_trainer=lambda: self.trainer)
+        self.metrics = Metrics()
+        self.trainer = None
+        self.device_name = ""
+        self._training_worker: Worker | None = None
+        self._quitting = False
+
+    @property
+    def monochrome(self) -> bool:
+        """No colour to rely on (NO_COLOR set): the mask view marks trained tokens with glyphs and bold instead."""
+        return self.no_color
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="dataset"):
+            for number, (pane_id, title, pane_class) in enumerate(PANES, start=1):
+                with TabPane(f"{number} {title}", id=pane_id):
+                    if number == 1:
+                        yield pane_class()  # the others mount after the first frame (_mount_hidden_panes)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = self.dataset_path.name
+        self.watch(self.screen, "focused", self._keep_focus_in_pane, init=False)
+        self.call_after_refresh(self._mount_hidden_panes)
+
+    async def _mount_hidden_panes(self) -> None:
+        """Mount the panes not shown at start, after the first frame (which comes sooner without them); then
+        start loading torch, so that every pane is there to receive TorchReady."""
+        tabs = self.query_one(TabbedContent)
+        await asyncio.gather(*(tabs.get_pane(pane_id).mount(pane_class()) for pane_id, _, pane_class in PANES[1:]))
+        self.import_torch()
+
+    # ── panes ─────────────────────────────────────────────────────────────
+    def action_show_pane(self, pane_id: str) -> None:
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != pane_id:
+            tabs.active = pane_id
+            # Focus into the new pane now, before the old one hides: Textual would move the focus of a hidden
+            # widget to a sibling, possibly in the pane being hidden, and a focused widget's pane becomes active.
+            self.focus_pane(tabs.get_pane(pane_id))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # keys act on the focused widget's pane: move focus into the pane now shown (once it is displayed)
+        self.call_after_refresh(self.focus_pane, event.pane)
+
+    def focus_pane(self, tab_pane: TabPane) -> None:
+        """Focus the pane's DEFAULT_FOCUS (a selector, when the pane has one), else its first focusable widget."""
+        if self.query_one(TabbedContent).active != tab_pane.id:
+            return  # another pane was shown meanwhile; focusing into this one would switch back to it
+        pane = tab_pane.children[0]
+        preferred = getattr(pane, "DEFAULT_FOCUS", None)
+        focusable = [widget for widget in self.screen.focus_chain if tab_pane in widget.ancestors]
+        if preferred:
+            matching = set(pane.query(preferred))
+            focusable = [widget for widget in focusable if widget in matching] or focusable
+        if focusable:
+            self.screen.set_focus(focusable[0])  # now: Widget.focus() defers, and a late one would switch panes back
+
+    def _keep_focus_in_pane(self, focused: Widget | None) -> None:
+        """A pane's keys need the focus inside it: when the focused widget is disabled or removed, refocus the pane."""
+        if focused is None:
+            self.call_after_refresh(self._focus_active_pane)
+
+    def _focus_active_pane(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        if self.screen.focused is None and tabs.active:
+            self.focus_pane(tabs.get_pane(tabs.active))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(monochrome=self.monochrome))
+
+    def panes(self) -> list[Widget]:
+        """The panes mounted so far (all of them, a moment after the first frame)."""
+        return [pane for _, _, pane_class in PANES for pane in self.query(pane_class)]
+
+    # ── shared state ──────────────────────────────────────────────────────
+    def on_dataset_opened(self, message: DatasetOpened) -> None:
+        self.dataset_path = message.workspace.path
+        self.sub_title = self._sub_title()
+        self.selected_index = None
+        self.workspace = message.workspace
+
+    def on_example_selected(self, message: ExampleSelected) -> None:
+        self.selected_index = message.index
+
+    def _sub_title(self) -> str:
+        return " · ".join(part for part in (self.dataset_path.name, self.device_name) if part)
+
+    @work(thread=True, exit_on_error=False, group="torch")
+    def import_torch(self) -> None:
+        import torch
+
+        # torch brings ~200k long-lived objects; a full garbage collection walks them all (~130 ms here) and
+        # stalls the UI at random key presses. Frozen objects are skipped: only what the UI churns is collected.
+        gc.freeze()
+        if torch.cuda.is_available():
+            device_name = f"cuda: {torch.cuda.get_device_name(0)}"
+        else:
+            torch.set_num_threads(ui_spare_threads())  # chat and heat-map computations too
+            device_name = "cpu"
+        self.post_message(TorchReady(device_name))
+
+    def on_torch_ready(self, message: TorchReady) -> None:
+        self.device_name = message.device_name
+        self.torch_ready = True
+        self.sub_title = self._sub_title()
+        for pane in self.panes():
+            pane.post_message(TorchReady(message.device_name))
+
+    # ── training (the worker lives on the App: a pane's workers die when it unmounts) ──
+    @property
+    def training_active(self) -> bool:
+        worker = self._training_worker
+        return worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+
+    def start_training(self, config) -> None:
+        """Start a run with a fresh `metrics` buffer; `config` is a studio.train.TrainConfig."""
+        if self.training_active:
+            self.notify("Training is already running: stop it first.", severity="warning")
+            return
+        if config.threads is None:  # not chosen: leave a core to the UI
+            config = replace(config, threads=ui_spare_threads())
+        self.metrics = Metrics()
+        self.trainer = None
+        self._training_worker = self._run_training(config, self.metrics)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train")
+    def _run_training(self, config, metrics: Metrics) -> Path | None:
+        self.trainer = self.trainer_factory(config, metrics)
+        if self._quitting:  # quit was pressed while the trainer was being built
+            return None
+        return self.trainer.run()
+
+    def pause_training(self) -> None:
+        if self.training_active and self.trainer is not None:
+            self.trainer.pause()
+
+    def resume_training(self) -> None:
+        if self.training_active and self.trainer is not None:
+            self.trainer.resume()
+
+    def stop_training(self) -> None:
+        if self.training_active and self.trainer is not None:
+            self.trainer.request_stop()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """How a run ended, said once: here (the train pane notifies the run's other events, not its last one)."""
+        if event.worker is not self._training_worker:
+            return
+        if event.state == WorkerState.ERROR:
+            self.notify(user_message(event.worker.error), title="Training failed", severity="error", timeout=15)
+        elif event.state == WorkerState.SUCCESS and self.metrics.status == FAILED:  # e.g. a NaN loss
+            message = self.metrics.snapshot().message or "see the train pane"
+            self.notify(message, title="Training failed", severity="error", timeout=15)
+        elif event.state == WorkerState.SUCCESS and event.worker.result is not None:
+            self.notify(f"checkpoint: {event.worker.result}", title=f"Training {self.metrics.status}")
+
+    # ── quitting ──────────────────────────────────────────────────────────
+    async def action_quit(self) -> None:
+        """Quit; a running trainer is asked to stop first, so it saves its checkpoint. A second quit does not wait."""
+        if self.training_active and not self._quitting:
+            self._quitting = True
+            self.notify("Stopping training and saving a checkpoint…", title="Quitting")
+            self.stop_training()
+            try:
+                await asyncio.wait_for(_finished(self._training_worker), QUIT_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
+        self.exit()
+
+
+async def _finished(worker: Worker) -> None:
+    """Wait for a thread worker to end, however it ends (Worker.wait raises for errors and cancellations)."""
+    while worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
+        await asyncio.sleep(0.05)
+
+
+def run_app(dataset: Path | None = None) -> int:
+    StudioApp(dataset).run()
+    return 0

@@ -1,0 +1,114 @@
+"""What the chat pane talks to: the models one can chat with, and their streamed answers.
+
+Torch-free at import (the app imports this before torch has loaded): the engine modules
+are imported inside the methods, which the chat pane calls from thread workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from studio.data import Conversation
+from studio.metrics import FINISHED
+from studio.paths import CHECKPOINTS_DIR
+
+LIVE_KEY = "live"
+LOADED_CHECKPOINTS_KEPT = 3  # compare mode holds two models; one more spares a reload when switching back
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    key: str  # LIVE_KEY, or the checkpoint directory
+    label: str
+    kind: str  # "live" (the model being trained) | "checkpoint"
+    stage: str = ""  # "pretrain" | "sft" | "": how the chat pane picks a base and a tuned model to compare
+    context: int | None = None  # a checkpoint's model context: a run started from it trains with that context
+
+
+class ChatError(Exception):
+    """A model that cannot answer (none trained yet, a broken checkpoint); the message is one line for the user."""
+
+
+class ChatBackend:
+    """The real models: the trainer's live weights and every checkpoint under `checkpoints_root`."""
+
+    def __init__(self, live_trainer: Callable[[], object | None] = lambda: None, checkpoints_root: Path = CHECKPOINTS_DIR):
+        self._live_trainer = live_trainer  # the App passes `lambda: self.trainer`
+        self._checkpoints_root = checkpoints_root
+
+    def choices(self) -> list[ModelChoice]:
+        """The live model while a trainer has one, then the checkpoints, newest first. Call it off the UI thread."""
+        from studio.checkpoint import find_all
+
+        found = []
+        trainer = self._prepared_trainer()
+        if trainer is not None:
+            stage = trainer.config.stage
+            found.append(ModelChoice(LIVE_KEY, f"live: the {stage} model being trained", "live", stage))
+        for path in find_all(self._checkpoints_root):
+            found.append(_checkpoint_choice(path))
+        return found
+
+    def stream(self, choice: ModelChoice, conversation: Conversation, sampling, should_stop: Callable[[], bool]):
+        """The model's reply (studio.generate.Reply): iterate it for text pieces; stop_reason and warnings follow.
+
+        `conversation` ends with the user's turn. Raises ChatError when the model cannot be had.
+        """
+        from studio.generate import stream_reply
+
+        if choice.kind == "live":
+            trainer = self._prepared_trainer()
+            if trainer is None:
+                raise ChatError("no model is being trained right now: pick a checkpoint")
+            model, tokenizer, template = trainer.snapshot_model(), trainer.tokenizer, trainer.template
+        else:
+            model, tokenizer, template = _load(choice.key)
+        return stream_reply(model, tokenizer, template, conversation, sampling, should_stop)
+
+    def _prepared_trainer(self):
+        """The app's trainer while it trains a model (`model` is set after preparation), else None.
+        Once the run has ended, its weights are the checkpoint it saved."""
+        trainer = self._live_trainer()
+        if getattr(trainer, "model", None) is None or trainer.metrics.status in FINISHED:
+            return None
+        return trainer
+
+
+def _checkpoint_choice(path: Path) -> ModelChoice:
+    run = path.parent.name if path.name == "checkpoint" else path.name  # checkpoints/<stage>-<time>/checkpoint
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        stage, step, context = config.get("stage", "?"), config.get("step", "?"), config["model"].get("context_size")
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return ModelChoice(str(path), f"{run} (unreadable config.json)", "checkpoint")
+    return ModelChoice(str(path), f"{stage} · step {step} · {run}", "checkpoint", stage, context)
+
+
+def _load(path: str):
+    """(model, tokenizer, template) of a checkpoint, cached by directory and config.json mtime."""
+    from studio.checkpoint import CONFIG_FILE, CheckpointError, resolve
+
+    try:
+        directory = resolve(path)
+        modified = (directory / CONFIG_FILE).stat().st_mtime
+    except (CheckpointError, OSError) as error:
+        raise ChatError(f"cannot use checkpoint {path}: {error}") from error
+    return _load_cached(str(directory), modified)
+
+
+@lru_cache(maxsize=LOADED_CHECKPOINTS_KEPT)
+def _load_cached(directory: str, modified: float):  # `modified` is part of the cache key: a new save reloads
+    from studio.checkpoint import CheckpointError, load
+    from studio.templates import get_template
+
+    import torch
+
+    try:
+        checkpoint = load(directory, device="cuda" if torch.cuda.is_available() else "cpu")
+    except CheckpointError as error:
+        raise ChatError(str(error)) from error
+    return checkpoint.model, checkpoint.tokenizer, get_template(checkpoint.config["template"])

@@ -1,0 +1,354 @@
+"""Dataset pane: the examples in a table, a filter, the selected example as the template renders it.
+
+Large files stay responsive: loading and linting run in thread workers, lint results arrive in
+batches a few times a second, and the table only materialises the rows a person can reach: the
+first page of matches, one more page each time the cursor reaches the bottom.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from studio import data
+from studio.lint import ALL_MASKED, DUPLICATE, EMPTY_RESPONSE, EOS_NOT_TRAINED, FLAG_MEANINGS, MOJIBAKE, RESPONSE_TRUNCATED
+from studio.templates import get_template, rendered_text
+from studio.tui.errors import user_message
+from studio.tui.messages import DatasetOpened, ExampleSelected
+from studio.tui.screens.open_dataset import OpenDatasetScreen
+from studio.tui.workspace import LintedConversation, MaskSettings, Workspace
+
+PAGE_ROWS = 1000  # rows materialised at a time: adding 50 000 DataTable rows blocks the UI for ~0.7 s
+LINT_BATCH_S = 0.25  # how often the lint worker hands results to the UI
+FLAGGED = "flagged"  # search word every flagged conversation gets, so the filter can list them all
+FLAG_TAGS = {  # short forms for the table; the preview and the help screen give the full names and meanings
+    ALL_MASKED: "masked",
+    EOS_NOT_TRAINED: "no-eos",
+    RESPONSE_TRUNCATED: "cut",
+    DUPLICATE: "dup",
+    EMPTY_RESPONSE: "empty",
+    MOJIBAKE: "mojibake",
+}
+FLAGS_WIDTH = 16
+TOKENS_WIDTH = 6
+PLACEHOLDER = "…"
+
+
+class ExampleTable(DataTable):
+    """The examples; says when its width changes, so the instruction column can fill what the others leave."""
+
+    class WidthChanged(Message):
+        pass
+
+    def on_resize(self) -> None:
+        self.post_message(self.WidthChanged())
+
+
+class DatasetPane(Widget):
+    DEFAULT_FOCUS = "#dataset-table"
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter", id="dataset.filter"),
+        Binding("o", "open_dataset", "Open", id="dataset.open"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="dataset.clear_filter"),
+    ]
+    PALETTE = [
+        ("Open a dataset…", "type a path or pick a file under datasets/", "open_dataset"),
+        ("Filter the examples", "words, a lint flag name, 'flagged', or #index", "focus_filter"),
+        ("Show flagged examples only", "filter on 'flagged'", "show_flagged"),
+        ("Clear the filter", "show every example", "clear_filter"),
+    ]
+
+    @dataclass
+    class LintBatch(Message):
+        """Results of the lint worker for `workspace` under `settings`, in dataset order."""
+
+        workspace: Workspace
+        settings: MaskSettings
+        results: list[tuple[int, LintedConversation]]
+        finished: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workspace: Workspace | None = None
+        self.linted: list[LintedConversation | None] = []
+        self.lint_done = 0
+        self.matches: list[int] = []  # conversation indices matching the filter, in order
+        self.previewed: int | None = None  # the conversation in the preview (the table's cursor)
+        self.instruction_width = 40
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dataset-list"):
+            yield Input(placeholder="filter: words · a flag · flagged · #index", id="dataset-filter")
+            yield ExampleTable(id="dataset-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="dataset-status")
+        with VerticalScroll(id="dataset-preview"):
+            yield Static(id="preview-heading")
+            yield Static(id="preview-text")
+
+    @property
+    def table(self) -> ExampleTable:
+        return self.query_one(ExampleTable)
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "workspace", self._show_workspace, init=False)
+        self.watch(self.app, "mask_settings", self._settings_changed, init=False)
+        self.call_after_refresh(self.open, self.app.dataset_path)  # after the first frame: loading competes for the GIL
+
+    # ── opening ───────────────────────────────────────────────────────────
+    def open(self, path: Path) -> None:
+        """Load a dataset in a worker; messages and sources name it relative to the working directory when inside it."""
+        path = Path(path).absolute()
+        if path.is_relative_to(Path.cwd()):
+            path = path.relative_to(Path.cwd())
+        self.query_one("#dataset-status", Static).update(f"loading {path} …")
+        self._load(path)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dataset-load")
+    def _load(self, path) -> Workspace:
+        return Workspace(data.load(path))
+
+    def action_open_dataset(self) -> None:
+        current = self.workspace.path if self.workspace else self.app.dataset_path
+
+        def opened(path) -> None:
+            if path is not None:
+                self.open(path)
+
+        self.app.push_screen(OpenDatasetScreen(current), opened)
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "dataset-load":
+            return
+        if event.state == WorkerState.ERROR:
+            self.notify(user_message(event.worker.error), title="Cannot open the dataset", severity="error", timeout=15)
+            if self.workspace is None:
+                self.query_one("#dataset-status", Static).update(Text(user_message(event.worker.error), style="red"))
+        elif event.state == WorkerState.SUCCESS:
+            self._opened(event.worker.result)
+
+    def _opened(self, workspace: Workspace) -> None:
+        if not workspace.conversations:
+            first = workspace.errors[0]
+            self.notify(
+                f"{workspace.path}: none of its {workspace.records} records is valid. First: {first}",
+                title="Cannot open the dataset", severity="error", timeout=15,
+            )
+            return
+        if workspace.errors:
+            more = f" (and {len(workspace.errors) - 1} more)" if len(workspace.errors) > 1 else ""
+            self.notify(
+                f"skipped {len(workspace.errors)} invalid of {workspace.records} records. "
+                f"First: {workspace.errors[0]}{more}",
+                title="Some records skipped", severity="warning", timeout=15,
+            )
+        self.post_message(DatasetOpened(workspace))
+
+    def _show_workspace(self, workspace: Workspace | None) -> None:
+        if workspace is None:
+            return
+        self.workspace = workspace
+        self.previewed = None
+        self.linted = [None] * len(workspace)
+        self.lint_done = 0
+        filter_input = self.query_one("#dataset-filter", Input)
+        with filter_input.prevent(Input.Changed):
+            filter_input.value = ""
+        self._reset_columns()
+        self._apply_filter("")
+        self._lint(workspace, self.app.mask_settings)
+
+    # ── linting ───────────────────────────────────────────────────────────
+    def _settings_changed(self, settings: MaskSettings) -> None:
+        if self.workspace is not None:
+            self.lint_done = 0
+            self._lint(self.workspace, settings)
+            self._show_preview()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="lint")
+    def _lint(self, workspace: Workspace, settings: MaskSettings) -> None:
+        worker = get_current_worker()
+        batch: list[tuple[int, LintedConversation]] = []
+        sent = time.monotonic()
+        for item in workspace.lint(settings):
+            if worker.is_cancelled:  # a newer dataset or settings: checked per conversation, a big file takes a while
+                return
+            batch.append(item)
+            if time.monotonic() - sent >= LINT_BATCH_S:
+                self.post_message(self.LintBatch(workspace, settings, batch, finished=False))
+                batch, sent = [], time.monotonic()
+        if not worker.is_cancelled:
+            self.post_message(self.LintBatch(workspace, settings, batch, finished=True))
+
+    def on_dataset_pane_lint_batch(self, message: LintBatch) -> None:
+        if message.workspace is not self.workspace or message.settings != self.app.mask_settings:
+            return  # results for a dataset or settings no longer shown
+        shown = set(self.matches[: self.table.row_count])
+        for index, linted in message.results:
+            self.linted[index] = linted
+            self.workspace.add_search_words(index, [FLAGGED, *linted.flags] if linted.flags else [])
+            if index in shown:
+                self.table.update_cell(str(index), "tokens", _tokens_cell(linted))
+                self.table.update_cell(str(index), "flags", _flags_cell(linted))
+        self.lint_done += len(message.results)
+        if message.finished and self.query_one("#dataset-filter", Input).value.strip():
+            self._apply_filter(self.query_one("#dataset-filter", Input).value)  # flags are searchable now
+        self._show_status()
+        if any(index == self.previewed for index, _ in message.results):
+            self._show_preview()
+
+    # ── the table ─────────────────────────────────────────────────────────
+    def _reset_columns(self) -> None:
+        table = self.table
+        table.clear(columns=True)
+        widths = self._column_widths()
+        self.instruction_width = widths["instruction"]
+        table.add_column("#", key="index", width=widths["index"])
+        table.add_column("format", key="format", width=widths["format"])
+        table.add_column("tokens", key="tokens", width=TOKENS_WIDTH)
+        table.add_column("flags", key="flags", width=FLAGS_WIDTH)
+        table.add_column("instruction", key="instruction", width=widths["instruction"])
+
+    def _column_widths(self) -> dict[str, int]:
+        """Fixed widths for the short columns; the instruction gets the rest of the table's width."""
+        conversations = self.workspace.conversations
+        index_width = len(str(len(conversations) - 1))
+        format_width = max(len(conversation.format) for conversation in conversations)
+        fixed = index_width + format_width + TOKENS_WIDTH + FLAGS_WIDTH
+        padding = 2 * 5 + 2  # one cell of padding each side of 5 columns, and the scrollbar
+        instruction_width = max(12, self.table.size.width - fixed - padding)
+        return {"index": index_width, "format": format_width, "instruction": instruction_width}
+
+    def on_example_table_width_changed(self) -> None:
+        if self.workspace is not None and self._column_widths()["instruction"] != self.instruction_width:
+            self._reset_columns()
+            self._fill_rows(0, keep=self.previewed)
+
+    def _row(self, index: int) -> tuple:
+        conversation = self.workspace.conversations[index]
+        instruction = " ".join(conversation.first_instruction.split())
+        if len(instruction) > self.instruction_width:
+            instruction = instruction[: self.instruction_width - 1] + "…"
+        linted = self.linted[index]
+        return (
+            Text(str(index), justify="right"),
+            conversation.format,
+            _tokens_cell(linted),
+            _flags_cell(linted),
+            instruction,
+        )
+
+    def _fill_rows(self, start: int, keep: int | None = None) -> None:
+        """Rows for matches[start:start+PAGE_ROWS] (from the first row when start is 0); keep the cursor on `keep`."""
+        table = self.table
+        if start == 0:
+            table.clear()
+        page = self.matches[start: start + PAGE_ROWS]
+        for index in page:
+            table.add_row(*self._row(index), key=str(index))
+        if start == 0 and self.matches:
+            row = self.matches.index(keep) if keep in self.matches[:PAGE_ROWS] else 0
+            table.move_cursor(row=row, animate=False, scroll=True)
+            self._select(self.matches[row])
+        self._show_status()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value is None:
+            return
+        if event.cursor_row >= self.table.row_count - 1 and self.table.row_count < len(self.matches):
+            self._fill_rows(self.table.row_count)  # the cursor reached the bottom: one more page
+        self._select(int(event.row_key.value))
+
+    def _select(self, index: int) -> None:
+        if index != self.previewed:
+            self.previewed = index
+            self.post_message(ExampleSelected(index))
+        self._show_preview()
+
+    # ── filter ────────────────────────────────────────────────────────────
+    @on(Input.Changed, "#dataset-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._apply_filter(event.value)
+
+    def _apply_filter(self, query: str) -> None:
+        self.matches = self.workspace.matching(query) if self.workspace else []
+        self._fill_rows(0, keep=self.previewed)
+        if not self.matches:
+            self.query_one("#preview-heading", Static).update(Text(f"nothing matches {query!r}", style="italic"))
+            self.query_one("#preview-text", Static).update("")
+
+    @on(Input.Submitted, "#dataset-filter")
+    def _filter_submitted(self) -> None:
+        self.table.focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#dataset-filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#dataset-filter", Input).value = ""
+        self.table.focus()
+
+    def action_show_flagged(self) -> None:
+        self.query_one("#dataset-filter", Input).value = FLAGGED
+        self.table.focus()
+
+    # ── status and preview ────────────────────────────────────────────────
+    def _show_status(self) -> None:
+        workspace = self.workspace
+        if workspace is None:
+            return
+        parts = [f"{len(workspace):,} examples"]
+        if workspace.errors:
+            parts.append(f"{len(workspace.errors):,} invalid skipped")
+        if len(self.matches) != len(workspace):
+            parts.append(f"{len(self.matches):,} match")
+        if self.table.row_count < len(self.matches):
+            parts.append(f"first {self.table.row_count:,} listed (↓ for more)")
+        if self.lint_done < len(workspace):
+            parts.append(f"checking {self.lint_done:,}/{len(workspace):,}")
+        else:
+            flagged = sum(1 for linted in self.linted if linted is not None and linted.flags)
+            parts.append(f"{flagged:,} flagged" if flagged else "no lint flags")
+        self.query_one("#dataset-status", Static).update(" · ".join(parts))
+
+    def _show_preview(self) -> None:
+        index = self.previewed
+        if self.workspace is None or index is None:
+            return
+        conversation = self.workspace.conversations[index]
+        settings: MaskSettings = self.app.mask_settings
+        heading = Text()
+        heading.append(f"#{index}", style="bold")
+        heading.append(f" · {conversation.format} · {conversation.source}")
+        linted = self.linted[index]
+        if linted is not None:
+            heading.append(f"\n{linted.tokens} tokens ({settings.template}, {settings.tokenizer})")
+            if len(linted.parts) > 1:
+                heading.append(f", split in {len(linted.parts)} parts to fit {settings.context}")
+            for flag in linted.flags:
+                heading.append(f"\n⚑ {flag}", style="bold yellow")
+                heading.append(f": {FLAG_MEANINGS[flag]}")
+        rendered = rendered_text(get_template(settings.template).render(conversation))
+        self.query_one("#preview-heading", Static).update(heading)
+        self.query_one("#preview-text", Static).update(Text(rendered))
+
+
+def _tokens_cell(linted: LintedConversation | None) -> Text:
+    return Text(PLACEHOLDER if linted is None else str(linted.tokens), justify="right")
+
+
+def _flags_cell(linted: LintedConversation | None) -> Text:
+    if linted is None:
+        return Text("")
+    return Text(" ".join(FLAG_TAGS.get(flag, flag) for flag in linted.flags), style="yellow")

@@ -1,0 +1,240 @@
+"""Mask pane: which tokens of the selected example the loss is computed on, and how that changes.
+
+Keys switch the template, the tokenizer and train-on-prompt (the App's `mask_settings`, which the
+dataset pane's counts and flags follow too); the examples are cut at the context the train pane's
+form would train with (`mask_settings.context`). The heat-map colours each trained token by the
+model's current loss on it, refreshed every few seconds while training runs and the pane is shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+from textual.worker import Worker, WorkerState
+
+from studio.lint import FLAG_MEANINGS, conversation_flags
+from studio.mask_view import legend
+from studio.masking import Example
+from studio.metrics import IDLE, LOADING
+from studio.templates import get_template
+from studio.tui.errors import user_message
+from studio.tui.widgets.token_view import TokenView
+from studio.tui.workspace import MaskSettings, Workspace
+
+HEAT_REFRESH_S = 3.0
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """Per-token losses of the selected conversation as the trainer sees it."""
+
+    examples: list[Example]
+    tokenizer: object  # the trainer's: the ids of `examples` are the model's
+    losses: list[list[float | None]]  # parallel to examples' tokens
+    step: int
+    note: str  # why the tokens may differ from the pane's settings ("" when they do not)
+
+
+class MaskPane(Widget):
+    BINDINGS = [
+        Binding("t", "cycle_template", "Template", id="mask.template"),
+        Binding("k", "cycle_tokenizer", "Tokenizer", id="mask.tokenizer"),
+        Binding("p", "toggle_train_on_prompt", "Train on prompt", id="mask.train_on_prompt"),
+        Binding("h", "toggle_heatmap", "Heat-map", id="mask.heatmap"),
+    ]
+    PALETTE = [
+        ("Next template", "cycle comando → alpaca → chatml", "cycle_template"),
+        ("Next tokenizer", "char ↔ BPE trained on the dataset", "cycle_tokenizer"),
+        ("Toggle train on prompt", "train every token instead of the answers only", "toggle_train_on_prompt"),
+        ("Toggle loss heat-map", "colour trained tokens by the model's loss", "toggle_heatmap"),
+    ]
+
+    heatmap: reactive[bool] = reactive(False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.examples: list[Example] = []
+        self.heat: HeatMap | None = None
+        self._heat_version = -1  # metrics version of the shown heat-map
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="mask-heading")
+        yield TokenView(id="mask-tokens")
+        yield Static(id="mask-counts")
+        yield Static(id="mask-legend")
+
+    def on_mount(self) -> None:
+        for attribute in ("workspace", "selected_index", "mask_settings"):
+            self.watch(self.app, attribute, self._rebuild, init=False)
+        self.set_interval(HEAT_REFRESH_S, self._refresh_heat)
+        self._rebuild()
+
+    # ── actions ───────────────────────────────────────────────────────────
+    def action_cycle_template(self) -> None:
+        self.app.mask_settings = self.app.mask_settings.with_next_template()
+
+    def action_cycle_tokenizer(self) -> None:
+        self.app.mask_settings = self.app.mask_settings.with_next_tokenizer()
+
+    def action_toggle_train_on_prompt(self) -> None:
+        self.app.mask_settings = self.app.mask_settings.with_train_on_prompt_toggled()
+
+    def action_toggle_heatmap(self) -> None:
+        self.heatmap = not self.heatmap
+
+    def watch_heatmap(self, heatmap: bool) -> None:
+        self.heat = None
+        self._heat_version = -1
+        if heatmap:
+            self._refresh_heat()
+        self._redraw()
+
+    # ── the example under the pane's settings ─────────────────────────────
+    def _conversation(self):
+        workspace, index = self.app.workspace, self.app.selected_index
+        if workspace is None or index is None or index >= len(workspace):
+            return None
+        return workspace.conversations[index]
+
+    def _rebuild(self, *_) -> None:
+        conversation = self._conversation()
+        settings: MaskSettings = self.app.mask_settings
+        if conversation is None:
+            self.examples = []
+        else:
+            tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
+            if tokenizer is None:
+                self.examples = []
+                self._train_tokenizer(self.app.workspace, settings.tokenizer)
+            else:
+                self.examples = Workspace.examples(conversation, settings, get_template(settings.template), tokenizer)
+        self.heat, self._heat_version = None, -1  # the shown heat-map was another example's, or other settings'
+        if self.heatmap:
+            self._refresh_heat()
+        self._redraw()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="mask-tokenizer")
+    def _train_tokenizer(self, workspace: Workspace, kind: str) -> None:
+        workspace.tokenizer(kind)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "mask-tokenizer" and event.state == WorkerState.SUCCESS:
+            self._rebuild()
+        elif event.worker.group == "mask-heat" and event.state == WorkerState.SUCCESS and self.heatmap:
+            self.heat = event.worker.result
+            self._redraw()
+        elif event.state == WorkerState.ERROR and event.worker.group in ("mask-tokenizer", "mask-heat"):
+            self.notify(user_message(event.worker.error), title="Mask", severity="error")
+
+    # ── heat-map ──────────────────────────────────────────────────────────
+    def _trainer_ready(self):
+        """The app's trainer once prepared (it sets `model` last, after its tokenizer and template), else None."""
+        trainer = self.app.trainer
+        if trainer is None or getattr(trainer, "model", None) is None or self.app.metrics.status in (IDLE, LOADING):
+            return None
+        return trainer
+
+    def on_show(self) -> None:
+        self.call_after_refresh(self._refresh_heat)
+
+    def _refresh_heat(self) -> None:
+        if not self.heatmap or not self.is_on_screen:
+            return
+        trainer, conversation = self._trainer_ready(), self._conversation()
+        if trainer is None or conversation is None or self.app.metrics.version == self._heat_version:
+            return
+        self._heat_version = self.app.metrics.version
+        self._compute_heat(trainer, conversation, self.app.mask_settings, self.app.metrics.snapshot(series=False).step)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="mask-heat")
+    def _compute_heat(self, trainer, conversation, settings: MaskSettings, step: int) -> HeatMap:
+        template = trainer.template
+        tokenizer = trainer.tokenizer
+        pane_tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
+        differences = []
+        if template.name != settings.template:
+            differences.append(f"template {template.name}")
+        if pane_tokenizer is None or not tokenizer.same_as(pane_tokenizer):
+            differences.append(f"the trainer's {tokenizer.kind} tokenizer")
+        note = f"heat-map uses {' and '.join(differences)} so the ids match the model" if differences else ""
+        examples = Workspace.examples(conversation, settings, template, tokenizer)
+        return HeatMap(examples, tokenizer, [trainer.token_losses(example) for example in examples], step, note)
+
+    # ── drawing ───────────────────────────────────────────────────────────
+    def _redraw(self) -> None:
+        monochrome = self.app.monochrome
+        heading, counts = self.query_one("#mask-heading", Static), self.query_one("#mask-counts", Static)
+        view = self.query_one(TokenView)
+        self.query_one("#mask-legend", Static).update(legend(monochrome, heat=self.heatmap))
+        conversation = self._conversation()
+        settings: MaskSettings = self.app.mask_settings
+        if conversation is None:
+            heading.update(Text("Select an example in the dataset pane (key 1).", style="italic"))
+            counts.update("")
+            view.show([], None)
+            return
+        if not self.examples:
+            heading.update(Text(f"training the {settings.tokenizer} tokenizer on the dataset…", style="italic"))
+            counts.update("")
+            view.show([], None)
+            return
+        tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
+        heading.update(self._heading(conversation, settings, tokenizer))
+        if self.heatmap and self.heat is not None:
+            view.show(self.heat.examples, self.heat.tokenizer, monochrome, self.heat.losses)
+            counts.update(self._heat_counts())
+            return
+        view.show(self.examples, tokenizer, monochrome)
+        text = self._counts(conversation)
+        if self.heatmap:
+            text.append("\nheat-map: waiting for the model — start training in the train pane", style="italic")
+        counts.update(text)
+
+    def _heading(self, conversation, settings: MaskSettings, tokenizer) -> Text:
+        heading = Text()
+        heading.append(f"#{self.app.selected_index}", style="bold")
+        heading.append(f" {conversation.source}\n")
+        heading.append("template ")
+        heading.append(settings.template, style="bold")
+        heading.append(" · tokenizer ")
+        heading.append(tokenizer.describe(), style="bold")
+        heading.append(" · train on prompt ")
+        if settings.train_on_prompt:
+            heading.append(" on ", style="bold reverse")
+        else:
+            heading.append("off", style="bold")
+        return heading
+
+    def _counts(self, conversation) -> Text:
+        trained = sum(example.trained_count for example in self.examples)
+        total = sum(len(example.tokens) for example in self.examples)
+        cut = sum(example.full_length - len(example.tokens) for example in self.examples)
+        text = Text()
+        text.append(f"trained {trained} / {total} tokens", style="bold")
+        text.append(f" ({100 * trained / max(1, total):.1f} %)")
+        text.append(f"   truncated: {f'yes, {cut} tokens cut' if cut else 'no'}")
+        if len(self.examples) > 1:
+            text.append(f"   split in {len(self.examples)} parts to fit {self.app.mask_settings.context} tokens")
+        for flag in conversation_flags(conversation, self.examples, duplicate=False):
+            text.append(f"\n⚑ {flag}", style="bold yellow")
+            text.append(f": {FLAG_MEANINGS[flag]}")
+        return text
+
+    def _heat_counts(self) -> Text:
+        losses = [loss for part in self.heat.losses for loss in part if loss is not None]
+        text = Text()
+        if losses:
+            text.append(f"mean loss on {len(losses)} trained tokens: {sum(losses) / len(losses):.3f}", style="bold")
+            text.append(f"   max {max(losses):.2f}   at step {self.heat.step}")
+        else:
+            text.append("no trained token to score", style="italic")
+        if self.heat.note:
+            text.append(f"\n{self.heat.note}", style="italic")
+        return text

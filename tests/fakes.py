@@ -1,0 +1,175 @@
+"""Deterministic test doubles for the TUI: a trainer that replays a loss curve, a chat that replays answers.
+
+Both idle between steps (Event.wait / sleep) instead of computing: a busy thread in the test
+process makes every Pilot key press take ~2 s (see shared notes).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual.widgets import TabbedContent
+
+from studio.data import Conversation
+from studio.masking import Example
+from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, StepRecord
+from studio.tui.chat_backend import ModelChoice
+
+SCRIPTED_MODEL = object()  # what ScriptedTrainer.snapshot_model() returns
+TOKENS_PER_SECOND = 12_000.0
+TRAINED_TOKENS_PER_SECOND = 4_000.0
+
+
+def scripted_loss(step: int, total_steps: int) -> float:
+    """A plausible curve: a fast drop from ~4.5 then a slow approach to 1.0."""
+    return 1.0 + 3.5 * math.exp(-5 * step / max(1, total_steps))
+
+
+class ScriptedTrainer:
+    """The trainer interface of docs/CONTRACTS.md (trainer_factory(config, metrics)) without a model."""
+
+    def __init__(self, config, metrics: Metrics | None = None, *, step_seconds: float = 0.002):
+        self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.step_seconds = step_seconds
+        self.model = SCRIPTED_MODEL
+        self._stop = threading.Event()
+        self._running = threading.Event()  # cleared while paused
+        self._running.set()
+
+    def run(self) -> Path:
+        total = self.config.steps
+        eval_every = max(1, self.config.eval_every or total)
+        self.metrics.start(self.config.stage, "cpu (scripted)", total)
+        step = 0
+        while step < total and not self._stop.is_set():
+            if not self._running.is_set():
+                self.metrics.set_status(PAUSED)
+                self._running.wait()
+                if self._stop.is_set():
+                    break
+                self.metrics.set_status(RUNNING)
+            self._stop.wait(self.step_seconds)
+            step += 1
+            self.metrics.record_step(StepRecord(
+                step=step, loss=scripted_loss(step, total), lr=self.config.lr, grad_norm=1.0,
+                tokens_per_s=TOKENS_PER_SECOND, trained_tokens_per_s=TRAINED_TOKENS_PER_SECOND,
+                elapsed=step * self.step_seconds,
+            ))
+            if step % eval_every == 0:
+                self.metrics.record_val(step, scripted_loss(step, total) + 0.2)
+        checkpoint = Path(self.config.out_dir or "checkpoints/scripted") / "checkpoint"
+        self.metrics.record_checkpoint(str(checkpoint))
+        if self._stop.is_set():
+            self.metrics.set_status(STOPPED, f"stopped at step {step}")
+        else:
+            self.metrics.set_status(DONE, f"finished {total} steps")
+        return checkpoint
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        if self.metrics.status in (RUNNING, PAUSED):
+            self.metrics.set_status(STOPPING)  # as the real Trainer does
+        self._running.set()  # a paused loop wakes up to stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def snapshot_model(self):
+        return SCRIPTED_MODEL
+
+    def token_losses(self, example: Example) -> list[float | None]:
+        """0.5, 1.0, … 3.0 cycling over the trained tokens, None on masked ones (the first token is never predicted)."""
+        return [
+            (0.5 + (index % 6) * 0.5) if token.trained and index > 0 else None
+            for index, token in enumerate(example.tokens)
+        ]
+
+
+BASE = ModelChoice("base", "base · pretrain", "checkpoint", "pretrain")
+TUNED = ModelChoice("tuned", "tuned · sft", "checkpoint", "sft")
+ANSWERS = {  # the base model rambles on until the token limit; the tuned one answers and stops at EOS
+    BASE.key: ("### Comando: e depois mais texto sem parar", "max_tokens"),
+    TUNED.key: ("Lisboa é a capital de Portugal.", "eos"),
+}
+
+
+@dataclass
+class ScriptedReply:
+    """The shape of studio.generate.Reply: iterate for pieces; text and stop_reason follow along."""
+
+    pieces: list[str]
+    delay: float
+    should_stop: object
+    end_reason: str
+    warnings: list[str] = field(default_factory=list)
+    text: str = ""
+    stop_reason: str | None = None
+
+    def __iter__(self):
+        for piece in self.pieces:
+            if self.should_stop():
+                self.stop_reason = "cancelled"
+                return
+            time.sleep(self.delay)
+            self.text += piece
+            yield piece
+        self.stop_reason = self.end_reason
+
+
+@dataclass
+class StreamCall:
+    choice: ModelChoice
+    conversation: Conversation
+    sampling: object  # studio.sampling.SamplingConfig
+
+
+class FakeChatBackend:
+    """Two models, "base" and "tuned", answering word by word with a tiny delay; records every call."""
+
+    def __init__(self, piece_delay: float = 0.002, choices: list[ModelChoice] | None = None):
+        self.piece_delay = piece_delay
+        self._choices = [TUNED, BASE] if choices is None else choices
+        self.calls: list[StreamCall] = []
+
+    def choices(self) -> list[ModelChoice]:
+        return list(self._choices)
+
+    def stream(self, choice: ModelChoice, conversation: Conversation, sampling, should_stop) -> ScriptedReply:
+        self.calls.append(StreamCall(choice, conversation, sampling))
+        answer, end_reason = ANSWERS[choice.key]
+        words = answer.split(" ")
+        pieces = [word if index == 0 else " " + word for index, word in enumerate(words)]
+        return ScriptedReply(pieces, self.piece_delay, should_stop, end_reason)
+
+
+async def wait_until(pilot, condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Let the app run until condition() is true (the fakes' threads make progress meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (focused: {pilot.app.focused})")
+        await pilot.pause(0.02)
+
+
+async def show_pane(pilot, key: str, pane_id: str) -> None:
+    """Press a pane key once the app has settled and wait until the pane is shown with the focus inside it.
+
+    Settled: torch imported (presses are slow while it loads) and the start-up focus inside the first
+    pane (a key pressed before that is undone: the late focus switches the tabs back to the first pane).
+    """
+    app = pilot.app
+    await wait_until(pilot, lambda: app.torch_ready and _focus_in(app, app.query_one(TabbedContent).active), what="the app to settle")
+    await pilot.press(key)
+    await wait_until(pilot, lambda: _focus_in(app, pane_id), timeout=2, what=f"the focus in pane {pane_id!r}")
+
+
+def _focus_in(app, pane_id: str) -> bool:
+    return app.focused is not None and any(node.id == pane_id for node in app.focused.ancestors)

@@ -1,0 +1,31 @@
+"""Small, fast training setups shared by the trainer and CLI tests (a 2-layer, d_model 32, context 64 model)."""
+
+import json
+
+import pytest
+
+from studio import paths
+from studio.model import PRESETS, Preset
+
+TEST_PRESET = "test"
+
+
+@pytest.fixture(autouse=True)
+def small_setup(monkeypatch, tmp_path):
+    monkeypatch.setitem(PRESETS, TEST_PRESET, Preset("char", None, dict(context_size=64, d_model=32, n_heads=2, n_layers=2)))
+    # whatever a test forgets to redirect must never land in the repository's checkpoints/
+    monkeypatch.setattr(paths, "CHECKPOINTS_DIR", tmp_path / "checkpoints")
+
+
+def write_dataset(path, n: int = 16):
+    rows = [{"instruction": f"diga {i}", "response": f"numero {i} " + "ok" * (i % 4)} for i in range(n)]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def losses(run_dir) -> list[tuple[int, float]]:
+    return [(entry["step"], entry["loss"]) for entry in read_metrics(run_dir) if "loss" in entry]
