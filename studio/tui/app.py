@@ -195,6 +195,13 @@ class StudioApp(App):
             device_name = "cpu"
         self.post_message(TorchReady(device_name))
 
+    def freeze_run_data(self) -> None:
+        """The train pane calls this once a run trains: its data, model and optimizer are built by now and live as long
+        as the run. Frozen like torch's objects, full collections skip them; else, here, each one walked them about once
+        a second while training, stalling the UI (and the trainer) for ~130 ms. Nothing in a trainer is a reference
+        cycle (checked): a finished run is still freed, by reference counting."""
+        gc.freeze()
+
     def on_torch_ready(self, message: TorchReady) -> None:
         self.device_name = message.device_name
         self.torch_ready = True

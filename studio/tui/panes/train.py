@@ -182,8 +182,9 @@ class TrainPane(Widget):
         self._snapshot: Snapshot | None = None
         self._metrics = None  # the app's Metrics the snapshot came from (replaced on each start)
         self._events_seen = 0
-        self._version_checked = -1  # metrics version whose events were notified while the pane was hidden
-        self._checkpoint_contexts: dict[str, int | None] = {}  # "From" choices: the context a run from each gets
+        self._version_followed = -1  # metrics version last followed while the pane was hidden
+        self._training_seen = False  # the run has reached RUNNING (its data is built)
+        self._checkpoints: list = []  # the "From" choices (chat_backend.ModelChoice)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form"):
@@ -354,7 +355,8 @@ class TrainPane(Widget):
         text = self.query_one("#train-context_size", Input).value.strip()
         if text.isdigit() and int(text) >= 2:
             return int(text)
-        from_checkpoint = self._checkpoint_contexts.get(self.query_one("#train-init", Select).value)
+        init_from = self.query_one("#train-init", Select).value
+        from_checkpoint = next((choice.context for choice in self._checkpoints if choice.key == init_from), None)
         return from_checkpoint or PRESETS[self.query_one("#train-preset", Select).value].context_size
 
     def _share_context(self) -> None:
@@ -378,8 +380,9 @@ class TrainPane(Widget):
         """Fill "From"; an SFT run starts from the newest pretrained base unless the user chose otherwise."""
         init = self.query_one("#train-init", Select)
         chosen = init.value
-        self._checkpoint_contexts = {choice.key: choice.context for choice in checkpoints}
-        init.set_options([(choice.label, choice.key) for choice in checkpoints])
+        if checkpoints != self._checkpoints:  # each show looks again; the same options set again would cost a layout
+            self._checkpoints = checkpoints
+            init.set_options([(choice.label, choice.key) for choice in checkpoints])
         keys = {choice.key for choice in checkpoints}
         if chosen in keys:
             init.value = chosen
@@ -392,19 +395,20 @@ class TrainPane(Widget):
 
     def _poll(self) -> None:
         metrics = self.app.metrics
-        if metrics is not self._metrics:
-            self._metrics, self._snapshot, self._events_seen, self._version_checked = metrics, None, 0, -1
+        if metrics is not self._metrics:  # a new run
+            self._metrics, self._snapshot, self._events_seen = metrics, None, 0
+            self._version_followed, self._training_seen = -1, False
         if not self.is_on_screen:
-            # hidden: only pass on the run's events (checkpoint saved, NaN, …), without the loss series or a widget
-            if metrics.version != self._version_checked:
-                self._version_checked = metrics.version
-                self._notify_events(metrics.snapshot(series=False))
+            # hidden: follow the run (its events, …) from a copy without the loss series, and touch no widget
+            if metrics.version != self._version_followed:
+                self._version_followed = metrics.version
+                self._follow_run(metrics.snapshot(series=False))
             return
         if self._snapshot is None or metrics.version != self._snapshot.version:
             previous = self._snapshot
             self._snapshot = metrics.snapshot()
+            self._follow_run(self._snapshot)
             self._show_progress(self._snapshot)
-            self._notify_events(self._snapshot)
             if previous is None or previous.status != self._snapshot.status:
                 self._show_status(self._snapshot.status)
         self.query_one(LossPlot).show(self._snapshot)  # also when unchanged: it may have skipped the last version
@@ -454,8 +458,13 @@ class TrainPane(Widget):
             f"{format_rate(last.tokens_per_s)} tok/s   {format_rate(last.trained_tokens_per_s)} trained tok/s"
         )
 
-    def _notify_events(self, snapshot: Snapshot) -> None:
-        """Each new event once; the message that ends a run is left to the App, which reports how its worker ended."""
+    def _follow_run(self, snapshot: Snapshot) -> None:
+        """Shown or hidden. Once the run trains, its data is built: the App freezes it out of the garbage collector.
+        Each new event is notified once; the message that ends a run is left to the App, which reports how its
+        worker ended."""
+        if snapshot.status == RUNNING and not self._training_seen:
+            self._training_seen = True
+            self.app.freeze_run_data()
         for event in snapshot.events[self._events_seen:]:
             if not (snapshot.status in FINISHED and event == snapshot.message):
                 self.notify(event, markup=False)
