@@ -18,7 +18,8 @@
     .venv/bin/python bench/ui.py --steps 100 --rounds 1 --presses 20
 
 The in-app run is the real StudioApp in the pty, started with `start_training` right after mount
-(what the train pane's `s` calls), so the UI leaves one core free exactly as it does for a person.
+(what the train pane's `s` calls), so the run uses every core at a lower priority exactly as it does for
+a person.
 """
 
 from __future__ import annotations
@@ -204,10 +205,10 @@ def idle_latency(presses: int) -> dict[str, list[float]]:
 
 
 # ── 3. training inside the app and headless ──────────────────────────────────
-def train_config(steps: int, out_dir: str, threads: int | None):
+def train_config(steps: int, out_dir: str):
     from studio.train import TrainConfig
 
-    return TrainConfig(steps=steps, out_dir=out_dir, save_every=0, eval_every=steps, threads=threads)
+    return TrainConfig(steps=steps, out_dir=out_dir, save_every=0, eval_every=steps)
 
 
 def throughput(out_dir: Path) -> float:
@@ -259,9 +260,9 @@ def in_app_run(steps: int) -> float:
         return throughput(out_dir)
 
 
-def headless_run(steps: int, threads: int | None) -> float:
+def headless_run(steps: int) -> float:
     with tempfile.TemporaryDirectory() as out:
-        child = [sys.executable, str(Path(__file__).resolve()), "--headless-child", out, str(steps), str(threads or 0)]
+        child = [sys.executable, str(Path(__file__).resolve()), "--headless-child", out, str(steps)]
         subprocess.run(child, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         return throughput(Path(out))
 
@@ -271,15 +272,15 @@ def in_app_child(out: str, steps: int) -> None:
 
     class TrainingStudio(StudioApp):
         def on_mount(self) -> None:  # no super(): Textual runs StudioApp.on_mount too (every class's handler in the MRO)
-            self.start_training(train_config(steps, out, threads=None))  # None: the App leaves a core to the UI
+            self.start_training(train_config(steps, out))  # threads left to the App (every core)
 
     TrainingStudio().run()
 
 
-def headless_child(out: str, steps: int, threads: int) -> None:
+def headless_child(out: str, steps: int) -> None:
     from studio.train import Trainer
 
-    Trainer(train_config(steps, out, threads or None)).run()
+    Trainer(train_config(steps, out)).run()  # torch's threads, as `studio train`
 
 
 # ── report ───────────────────────────────────────────────────────────────────
@@ -288,16 +289,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="startups to time")
     parser.add_argument("--presses", type=int, default=40, help="key presses per latency measurement")
     parser.add_argument("--steps", type=int, default=200, help="training steps per throughput run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of in-app and headless training")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of in-app and headless training")
     parser.add_argument("--in-app-child", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
-    parser.add_argument("--headless-child", nargs=3, metavar=("OUT", "STEPS", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--headless-child", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_app_child:
         return in_app_child(args.in_app_child[0], int(args.in_app_child[1]))
     if args.headless_child:
-        return headless_child(args.headless_child[0], int(args.headless_child[1]), int(args.headless_child[2]))
-
-    from studio.tui.app import ui_spare_threads
+        return headless_child(args.headless_child[0], int(args.headless_child[1]))
 
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {_load()}, "
           f"terminal {COLUMNS}x{ROWS}, python {platform.python_version()}")
@@ -314,20 +313,14 @@ def main() -> None:
             print(f"  {name:<21} {when:<15} p50 {percentile(values, 50):4.0f}  p95 {percentile(values, 95):4.0f}  "
                   f"max {max(values):4.0f}")
 
-    threads = ui_spare_threads()
-    in_app, same_threads, all_threads = [], [], []
+    in_app, headless = [], []
     for _ in range(args.rounds):
         in_app.append(in_app_run(args.steps))
-        same_threads.append(headless_run(args.steps, threads))
-        all_threads.append(headless_run(args.steps, None))
+        headless.append(headless_run(args.steps))
     print(f"\ntraining throughput, {args.steps} steps (first {WARMUP_STEPS} not timed), best of {args.rounds}, tokens/s")
-    print(f"  in the app ({threads} torch threads)       {max(in_app):,.0f}")
-    print(f"  headless, same {threads} threads           {max(same_threads):,.0f}   in-app / headless = "
-          f"{max(in_app) / max(same_threads):.2f}")
-    print(f"  headless, every core ({os.cpu_count()})          {max(all_threads):,.0f}   in-app / headless = "
-          f"{max(in_app) / max(all_threads):.2f}")
-    print("  rounds:", ", ".join(f"app {a:,.0f} / same {s:,.0f} / all {c:,.0f}"
-                                 for a, s, c in zip(in_app, same_threads, all_threads)))
+    print(f"  in the app  {max(in_app):,.0f}")
+    print(f"  headless    {max(headless):,.0f}   in-app / headless = {max(in_app) / max(headless):.2f}")
+    print("  rounds:", ", ".join(f"app {a:,.0f} / headless {h:,.0f}" for a, h in zip(in_app, headless)))
     print(f"\nload average at the end {_load()}")
 
 

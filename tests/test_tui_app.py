@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+import threading
 import time
+
+import pytest
 
 from rich.console import Console
 from textual.command import CommandPalette
@@ -13,6 +17,7 @@ from textual.widgets import OptionList, TabbedContent
 
 from fakes import wait_until
 from studio.metrics import FAILED, RUNNING, STOPPED
+from studio.tui.app import TRAINER_NICE, run_yielding_to_ui
 from studio.tui.panes.mask import MaskPane
 from studio.tui.screens.help import HelpScreen
 from tui_helpers import SMALL_DATASET, StudioTestApp, scripted_config, scripted_factory, settle
@@ -22,6 +27,25 @@ def plain_text(renderable) -> str:
     console = Console(width=120, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.file.getvalue()
+
+
+def thread_priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
+def test_training_runs_on_a_lower_priority_thread_that_ends_with_it():
+    before = thread_priority()
+    assert run_yielding_to_ui(thread_priority) == min(before + TRAINER_NICE, 19)
+    assert thread_priority() == before  # the caller keeps its own
+
+
+def test_run_yielding_to_ui_raises_the_work_error():
+    def failing():
+        raise ValueError("bad dataset")
+
+    with pytest.raises(ValueError, match="bad dataset"):
+        run_yielding_to_ui(failing)
 
 
 def test_importing_the_app_does_not_import_torch():
