@@ -78,6 +78,17 @@ async def test_keys_switch_panes_and_focus_follows():
         assert app.mask_settings.train_on_prompt
 
 
+@pytest.mark.parametrize("key, pane", [("2", "mask"), ("3", "train"), ("4", "chat")])
+async def test_a_pane_key_typed_ahead_at_startup_shows_that_pane(key, pane):
+    app = StudioTestApp(SMALL_DATASET)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press(key)  # before the hidden panes are mounted
+        await settle(pilot)
+        tabs = app.query_one(TabbedContent)
+        assert tabs.active == pane
+        assert app.focused is not None and tabs.get_pane(pane) in app.focused.ancestors  # its keys work
+
+
 async def test_help_lists_keys_and_the_mask_legend():
     app = StudioTestApp(SMALL_DATASET)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -151,6 +151,8 @@ class StudioApp(App):
         start loading torch, so that every pane is there to receive TorchReady."""
         tabs = self.query_one(TabbedContent)
         await asyncio.gather(*(tabs.get_pane(pane_id).mount(pane_class()) for pane_id, _, pane_class in PANES[1:]))
+        if tabs.active != PANES[0][0]:  # a pane key came before its pane was there (type-ahead at startup)
+            self.focus_pane(tabs.get_pane(tabs.active))
         self.import_torch()
 
     # ── panes ─────────────────────────────────────────────────────────────
@@ -170,6 +172,8 @@ class StudioApp(App):
         """Focus the pane's DEFAULT_FOCUS (a selector, when the pane has one), else its first focusable widget."""
         if self.query_one(TabbedContent).active != tab_pane.id:
             return  # another pane was shown meanwhile; focusing into this one would switch back to it
+        if not tab_pane.children:
+            return  # not mounted yet: _mount_hidden_panes focuses it when it is
         pane = tab_pane.children[0]
         preferred = getattr(pane, "DEFAULT_FOCUS", None)
         focusable = [widget for widget in self.screen.focus_chain if tab_pane in widget.ancestors]
