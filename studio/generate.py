@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from studio.data import Conversation
 from studio.masking import prompt_ids, segments_to_tokens
@@ -89,19 +89,32 @@ def stream_reply(
 def fit_prompt(
     conversation: Conversation, template: Template, tokenizer: Tokenizer, context_size: int, max_new_tokens: int
 ) -> tuple[list[int], list[str]]:
-    """The generation prompt's ids, cropped from the left when prompt + answer would not fit the context.
+    """The generation prompt's ids, fitted into the context with room left for the answer.
 
     Room is kept for the answer, but at most half the context: answers usually end at EOS long before
     max_new_tokens, and generate_ids slides its window if one does not, so losing most of a question to
-    reserve room for an answer that will not be that long would be the worse trade. The crop never cuts
-    into the final assistant header, without which the model would not answer at all.
+    reserve room for an answer that will not be that long would be the worse trade.
+
+    A history too long loses its oldest exchanges first, whole (the system prompt stays), as training splits
+    long conversations at turn boundaries: a prompt cut inside a turn is text unlike anything the model was
+    trained on, and it answers it with noise. Only a last question too long on its own is cropped from the
+    left, never into the final assistant header, without which the model would not answer at all.
     """
+    budget = context_size - max(1, min(max_new_tokens, context_size // 2))
+    warnings = []
     ids = prompt_ids(conversation, template, tokenizer)
-    answer_room = max(1, min(max_new_tokens, context_size // 2))
-    if len(ids) + answer_room <= context_size:
-        return ids, []
+    left_out = 0
+    while len(ids) > budget and len(conversation.turns) > 1:
+        conversation = replace(conversation, turns=conversation.turns[2:])  # the oldest question and its answer
+        ids = prompt_ids(conversation, template, tokenizer)
+        left_out += 1
+    if left_out:
+        exchanges = "exchange" if left_out == 1 else f"{left_out} exchanges"
+        warnings.append(f"left out the oldest {exchanges} of the history to fit the context of {context_size}")
+    if len(ids) <= budget:
+        return ids, warnings
     header = len(ids) - len(segments_to_tokens(template.render(conversation), tokenizer))
-    keep = min(len(ids), max(context_size - answer_room, header))
+    keep = min(len(ids), max(budget, header))
     keep = min(keep, context_size - 1)  # generate_ids needs at least one free position
-    warning = f"prompt cropped to the last {keep} of its {len(ids)} tokens to fit the context of {context_size}"
-    return ids[-keep:], [warning]
+    warnings.append(f"prompt cropped to the last {keep} of its {len(ids)} tokens to fit the context of {context_size}")
+    return ids[-keep:], warnings

@@ -126,6 +126,25 @@ def test_long_prompt_is_cropped_from_the_left_keeping_the_assistant_header(monke
     assert reply.warnings == ["prompt cropped to the last 32 of its 189 tokens to fit the context of 64"]
 
 
+def test_a_long_history_loses_its_oldest_exchanges_whole_not_a_cut_turn(monkeypatch):
+    tokenizer = train_tokenizer("char", ["abcdefghij"])
+    template = get_template("chatml")
+    turns = []
+    for letter in "abcde":  # five exchanges of ~60 tokens each, then the new question
+        turns += [Turn("user", letter * 20), Turn("assistant", letter.upper() * 20)]
+    history = Conversation(tuple(turns) + (Turn("user", "j" * 10),), system="sys")
+    seen = fake_generation(monkeypatch, [])
+    reply = stream_reply(tiny_model(tokenizer.vocab_size, context_size=256), tokenizer, template, history, SamplingConfig(max_new_tokens=128))
+    list(reply)
+    # the other half of the context is the answer's: the fewest oldest exchanges are left out that make it fit
+    suffixes = [generate.prompt_ids(Conversation(history.turns[2 * k:], system="sys"), template, tokenizer) for k in range(6)]
+    left_out = next(k for k, ids in enumerate(suffixes) if len(ids) <= 128)
+    assert left_out >= 2 and seen["prompt"] == suffixes[left_out]
+    prompt = tokenizer.decode(seen["prompt"])
+    assert prompt.startswith("system\nsys\n") and prompt.endswith("jjjjjjjjjj\nassistant\n")  # decode drops markers
+    assert reply.warnings == [f"left out the oldest {left_out} exchanges of the history to fit the context of 256"]
+
+
 def test_short_prompt_is_not_cropped(monkeypatch):
     tokenizer = train_tokenizer("char", ["abc"])
     seen = fake_generation(monkeypatch, [])
