@@ -33,13 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the notebook baselin
 from notebook_baseline import build_notebook_model, notebook_step, padded_rows  # noqa: E402
 
 from studio import data, paths  # noqa: E402
+from studio.devices import cpu_has_native_bf16  # noqa: E402
 from studio.lint import conversation_texts  # noqa: E402
 from studio.masking import build_examples  # noqa: E402
 from studio.metrics import Metrics  # noqa: E402
 from studio.model import GPT, PRESETS, Preset, model_config  # noqa: E402
 from studio.templates import get_template  # noqa: E402
 from studio.tokenizer import train_tokenizer  # noqa: E402
-from studio.train import TrainConfig, Trainer, cpu_has_native_bf16  # noqa: E402
+from studio.train import Trainer  # noqa: E402
+from studio.train_config import TrainConfig  # noqa: E402
 
 CONFIGS = {
     "a": dict(context_size=128, d_model=128, n_heads=4, n_layers=3, batch_size=4),

@@ -206,7 +206,7 @@ def idle_latency(presses: int) -> dict[str, list[float]]:
 
 # ── 3. training inside the app and headless ──────────────────────────────────
 def train_config(steps: int, out_dir: str):
-    from studio.train import TrainConfig
+    from studio.train_config import TrainConfig
 
     return TrainConfig(steps=steps, out_dir=out_dir, save_every=0, eval_every=steps)
 

@@ -12,7 +12,8 @@ from studio.masking import IGNORE
 from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, Metrics
 from studio.model import GPT, GPTConfig
 from studio.tokenizer import train_tokenizer
-from studio.train import TrainConfig, Trainer, TrainingError, lr_at
+from studio.train import Trainer
+from studio.train_config import TrainConfig, TrainingError, lr_at
 from train_helpers import TEST_PRESET, losses, read_metrics, small_setup, write_dataset  # noqa: F401 (fixture)
 
 

@@ -12,7 +12,8 @@ from fakes import show_pane, wait_until
 from studio.data import Conversation, Turn
 from studio.metrics import DONE
 from studio.sampling import SamplingConfig
-from studio.train import Trainer, TrainConfig
+from studio.train import Trainer
+from studio.train_config import TrainConfig
 from studio.tui.chat_backend import ChatBackend, ChatError
 from studio.tui.panes.chat import ChatColumn, ChatPane
 from tui_helpers import SMALL_DATASET, StudioTestApp

@@ -79,6 +79,6 @@ def scripted_factory(step_seconds: float = 0.01, **attributes):
 
 def scripted_config(steps: int = 100_000, **overrides):
     """A TrainConfig for ScriptedTrainer: long enough to still run when a test looks."""
-    from studio.train import TrainConfig
+    from studio.train_config import TrainConfig
 
     return TrainConfig(steps=steps, eval_every=steps, **overrides)

@@ -103,12 +103,11 @@ def _load(path: str):
 @lru_cache(maxsize=LOADED_CHECKPOINTS_KEPT)
 def _load_cached(directory: str, modified: float):  # `modified` is part of the cache key: a new save reloads
     from studio.checkpoint import CheckpointError, load
+    from studio.devices import best_device
     from studio.templates import get_template
 
-    import torch
-
     try:
-        checkpoint = load(directory, device="cuda" if torch.cuda.is_available() else "cpu")
+        checkpoint = load(directory, device=best_device())
     except CheckpointError as error:
         raise ChatError(str(error)) from error
     return checkpoint.model, checkpoint.tokenizer, get_template(checkpoint.config["template"])

@@ -1,0 +1,91 @@
+"""A training run's folder and its log.
+
+Run folder: checkpoints/<stage>-<YYYYmmdd-HHMMSS>/ with metrics.jsonl (one JSON object a line: a
+step, a validation loss, an event or a saved checkpoint) and checkpoint/ (the checkpoint directory,
+replaced atomically on every save).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+
+from studio import checkpoint, paths
+from studio.metrics import Metrics, StepRecord
+from studio.train_config import TrainConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def choose_run_dir(config: TrainConfig) -> Path:
+    """--out when given; the resumed run's own folder when resuming in place; else a new timestamped one."""
+    if config.out_dir:
+        return Path(config.out_dir)
+    if config.resume and Path(config.resume).name == checkpoint.RUN_CHECKPOINT_DIR:
+        return Path(config.resume).parent  # resuming in place: the same folder, metrics.jsonl goes on
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = paths.CHECKPOINTS_DIR / f"{config.stage}-{stamp}"
+    suffix = 2
+    while run_dir.exists():
+        run_dir = paths.CHECKPOINTS_DIR / f"{config.stage}-{stamp}-{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def keep_metrics_up_to(path: Path, step: int) -> list[dict]:
+    """A run that went on past its last checkpoint logged steps the resume will redo: drop them.
+    Returns the entries kept."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if entry.get("step", 0) <= step:
+            kept.append(entry)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(json.dumps(entry) + "\n" for entry in kept), encoding="utf-8")
+    os.replace(temporary, path)
+    return kept
+
+
+def replay_metrics(entries: list[dict], metrics: Metrics) -> None:
+    """Put a resumed run's logged curve into a metrics buffer, so the resumed run shows its past too."""
+    for entry in entries:
+        if "loss" in entry:
+            metrics.record_step(StepRecord(**{f.name: entry[f.name] for f in fields(StepRecord)}))
+        elif "val_loss" in entry:
+            metrics.record_val(entry["step"], entry["val_loss"])
+
+
+class MetricsLog:
+    """metrics.jsonl, written line by line and flushed, so a killed run leaves all it logged.
+    Events said before the run folder exists wait, and are written when the log opens."""
+
+    def __init__(self):
+        self._file = None
+        self._waiting_events: list[str] = []
+
+    def open(self, path: Path, step: int) -> None:
+        self._file = open(path, "a", encoding="utf-8")
+        for text in self._waiting_events:
+            self.write({"step": step, "event": text})
+
+    def event(self, step: int, text: str) -> None:
+        if self._file is None:
+            self._waiting_events.append(text)
+        else:
+            self.write({"step": step, "event": text})
+
+    def write(self, entry: dict) -> None:
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
