@@ -1,0 +1,105 @@
+"""Command line: `studio` (the TUI) and the headless commands that share its engine.
+
+Every user error ends as one line on stderr and a non-zero exit code, never a traceback.
+The parser and main() are here; the commands are in data_commands (mask, check), model_commands
+(chat, eval) and training (train, pretrain).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from studio import paths
+from studio.cli.common import EXIT_BAD_INPUT, CliError
+from studio.cli.data_commands import cmd_check, cmd_mask
+from studio.cli.model_commands import cmd_chat, cmd_eval
+from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
+from studio.templates import TEMPLATES
+
+DEFAULT_CONTEXT = 256  # the tiny preset's context, which the bundled data must fit
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", type=Path, default=paths.DEFAULT_DATASET, help="JSON or JSONL dataset")
+    parser.add_argument("--template", default="comando", choices=sorted(TEMPLATES), help="prompt template")
+    parser.add_argument("--tokenizer", default="char", choices=["char", "bpe"], help="tokenizer trained on the dataset")
+    parser.add_argument("--bpe-vocab", type=int, default=4096, help="vocabulary size of the BPE tokenizer")
+    parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="model context length in tokens")
+    parser.add_argument("--skip-invalid", action="store_true", help="use the valid records of a file with bad ones")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="SFT Studio: watch a small GPT learn to follow instructions.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tui = commands.add_parser("tui", help="the studio (default)")
+    tui.add_argument("--dataset", type=Path, default=None, help="dataset to open (default: the bundled one)")
+
+    mask = commands.add_parser("mask", help="show which tokens of an example are trained")
+    add_dataset_options(mask)
+    mask.add_argument("--index", type=int, default=0, help="example index (0-based)")
+    mask.add_argument("--train-on-prompt", action="store_true", help="train every token (the contrast demo)")
+    mask.add_argument("--json", action="store_true", help="machine-readable output")
+    mask.add_argument("--part", type=int, default=1, help="with --json: which part of a conversation split to fit")
+    mask.set_defaults(handler=cmd_mask)
+
+    check = commands.add_parser("check", help="lint a dataset: formats, lengths, truncation, duplicates, mojibake")
+    add_dataset_options(check)
+    check.add_argument("--strict", action="store_true", help="exit non-zero on any lint finding")
+    check.set_defaults(handler=cmd_check)
+
+    chat = commands.add_parser("chat", help="talk to a checkpoint: one --prompt, or a conversation")
+    chat.add_argument("--checkpoint", type=Path, help="checkpoint dir or run folder (default: the newest under checkpoints/)")
+    chat.add_argument("--prompt", help="answer this one message and exit")
+    chat.add_argument("--template", choices=sorted(TEMPLATES), help="prompt template (default: the checkpoint's)")
+    chat.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    chat.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    chat.add_argument("--top-p", type=float, help="sample among the most likely tokens covering this probability")
+    chat.add_argument("--max-new-tokens", type=int, help="longest answer in tokens (default 200)")
+    chat.add_argument("--seed", type=int, help="same seed, same answers when sampling")
+    chat.set_defaults(handler=cmd_chat)
+
+    evaluate = commands.add_parser("eval", help="exact-match rate of a checkpoint's greedy answers on a dataset")
+    evaluate.add_argument("--checkpoint", type=Path, help="checkpoint dir or run folder (default: the newest under checkpoints/)")
+    evaluate.add_argument("--dataset", type=Path, default=paths.DEFAULT_DATASET, help="JSON or JSONL dataset")
+    evaluate.add_argument("--limit", type=int, help="only the first N conversations")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    train = commands.add_parser("train", help="fine-tune on an instruction dataset (SFT), headless")
+    train.add_argument("--dataset", type=Path, help="JSON or JSONL dataset (default: the bundled instrucoes-pt.jsonl)")
+    train.add_argument("--from", dest="init_from", type=Path, help="start from this checkpoint's weights and tokenizer")
+    train.add_argument("--template", choices=sorted(TEMPLATES), help="prompt template (default comando)")
+    train.add_argument("--train-on-prompt", action="store_true", default=None, help="train every token, not only answers")
+    train.add_argument("--skip-invalid", action="store_true", default=None, help="use the valid records of a file with bad ones")
+    add_training_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    pretrain = commands.add_parser("pretrain", help="pretrain on plain text (next-token prediction on every token), headless")
+    pretrain.add_argument("--corpus", type=Path, help="UTF-8 text file (default: the bundled corpus-pt.txt)")
+    add_training_options(pretrain)
+    pretrain.set_defaults(handler=cmd_pretrain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False)
+    if args.command in (None, "tui"):
+        from studio.tui.app import run_app  # imported late: the headless commands never load Textual
+
+        return run_app(getattr(args, "dataset", None))  # plain `studio` has no --dataset
+    try:
+        return args.handler(args, console)
+    except CliError as error:
+        errors.print(f"studio {args.command}: {error}", soft_wrap=True, markup=False)
+        return error.code
+    except ValueError as error:  # bad option values from the engine (unknown template, bad tokenizer file, …)
+        errors.print(f"studio {args.command}: {error}", soft_wrap=True, markup=False)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        errors.print(f"studio {args.command}: interrupted")
+        return 130

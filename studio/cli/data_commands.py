@@ -1,0 +1,95 @@
+"""`studio mask` and `studio check`: what a dataset holds and which of its tokens are trained. Torch-free."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+
+from studio import data
+from studio.cli.common import EXIT_BAD_RECORDS, CliError, invalid_records_error, load_conversations
+from studio.lint import ALL_MASKED, FLAG_MEANINGS, conversation_texts, lint_dataset
+from studio.masking import mask_json
+from studio.mask_view import legend, mask_text
+from studio.templates import get_template
+from studio.tokenizer import train_tokenizer
+
+
+def _dataset_setup(args, console: Console):
+    conversations = load_conversations(args.dataset, args.skip_invalid, console)
+    template = get_template(args.template)
+    texts = (text for conversation in conversations for text in conversation_texts(conversation))
+    tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
+    # a training sequence of context+1 tokens gives `context` inputs and `context` shifted targets
+    return conversations, template, tokenizer, args.context + 1
+
+
+def cmd_mask(args, console: Console) -> int:
+    conversations, template, tokenizer, max_tokens = _dataset_setup(args, console)
+    if not 0 <= args.index < len(conversations):
+        raise CliError(f"{args.dataset}: --index {args.index} is out of range (0..{len(conversations) - 1})")
+    report = lint_dataset([conversations[args.index]], template, tokenizer, max_tokens, args.train_on_prompt)
+    parts, flags = report.parts[0], report.flags[0]
+    warnings = [f"{flag}: {FLAG_MEANINGS[flag]}" for flag in flags]
+    if args.json:
+        if not 1 <= args.part <= len(parts):
+            raise CliError(f"{args.dataset}: --part {args.part} is out of range (1..{len(parts)})")
+        payload = mask_json(parts[args.part - 1], template, tokenizer, warnings)
+        payload.update(part=args.part, parts=len(parts))
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return 0
+    monochrome = console.no_color or console.color_system is None
+    console.print(f"[bold]{conversations[args.index].source}[/]  template {template.name}  tokenizer {tokenizer.describe()}")
+    for number, example in enumerate(parts, start=1):
+        if len(parts) > 1:
+            console.print(f"[bold]── part {number}/{len(parts)}: split at a turn to fit the context ──[/]")
+        console.print(mask_text(example, tokenizer, monochrome))
+        share = 100 * example.trained_count / max(1, len(example.tokens))
+        truncated = f"yes, {example.full_length - len(example.tokens)} tokens cut" if example.truncated else "no"
+        console.print(f"trained {example.trained_count} / {len(example.tokens)} tokens ({share:.1f} %)   truncated: {truncated}")
+    console.print()
+    console.print(legend(monochrome))
+    for warning in warnings:
+        console.print(f"[yellow]warning[/] {warning}")
+    return 0
+
+
+def cmd_check(args, console: Console) -> int:
+    try:
+        result = data.load(args.dataset)
+    except data.DatasetError as error:
+        raise CliError(str(error)) from None
+    for error in result.errors[:20]:
+        console.print(f"[red]error[/] {error}", highlight=False, soft_wrap=True)
+    if len(result.errors) > 20:
+        console.print(f"… and {len(result.errors) - 20} more bad records", highlight=False)
+    console.print(f"[bold]{args.dataset}[/]: {result.records} records, {len(result.conversations)} conversations", highlight=False)
+    for fmt, count in sorted(result.formats.items()):
+        console.print(f"  {fmt:<14} {count}")
+    if result.errors:
+        console.print(f"  {'invalid':<14} {len(result.errors)}" + ("  (skipped)" if args.skip_invalid else ""))
+    if not result.conversations:
+        raise CliError(f"{args.dataset}: no valid record", EXIT_BAD_RECORDS)
+    template = get_template(args.template)
+    texts = (text for conversation in result.conversations for text in conversation_texts(conversation))
+    tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
+    report = lint_dataset(result.conversations, template, tokenizer, args.context + 1)
+    console.print(
+        f"tokens per example ({tokenizer.kind}, {template.name}): p50 {report.percentile(50)}  p90 {report.percentile(90)}"
+        f"  p99 {report.percentile(99)}  max {max(report.lengths)}   context {args.context}",
+        highlight=False,
+    )
+    console.print(f"split at turns to fit the context: {report.split}   truncated at context: {report.truncated}")
+    for flag, count in sorted(report.flag_counts.items()):
+        sources = report.sources_with(flag)
+        listed = ", ".join(sources[:5]) + (f", … {len(sources) - 5} more" if len(sources) > 5 else "")
+        console.print(f"[yellow]{flag}[/] {count}: {FLAG_MEANINGS[flag]} — {listed}", highlight=False, soft_wrap=True)
+    if result.errors and not args.skip_invalid:
+        raise invalid_records_error(args.dataset, result)
+    if report.flag_counts.get(ALL_MASKED, 0) == len(report.conversations):
+        raise CliError(f"{args.dataset}: no example has a trained token", EXIT_BAD_RECORDS)
+    if args.strict and not report.clean:
+        raise CliError(f"{args.dataset}: lint findings above (--strict)", EXIT_BAD_RECORDS)
+    console.print("[green]clean[/]" if report.clean and not result.errors else "usable")
+    return 0
