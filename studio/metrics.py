@@ -15,6 +15,7 @@ IDLE, LOADING, RUNNING, PAUSED, STOPPING, DONE, STOPPED, FAILED = (
     "idle", "loading", "running", "paused", "stopping", "done", "stopped", "failed",
 )
 FINISHED = (DONE, STOPPED, FAILED)
+ACTIVE = (LOADING, RUNNING, PAUSED, STOPPING)  # a run is under way: its settings are fixed
 
 
 @dataclass(frozen=True)
