@@ -17,6 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Select
 
 from studio.metrics import ACTIVE, FINISHED, IDLE, LOADING, PAUSED, RUNNING, Snapshot
+from studio.train_config import TrainingError
 from studio.tui.messages import TorchReady
 from studio.tui.widgets.live_run import LiveRun
 from studio.tui.widgets.loss_plot import LossPlot
@@ -82,8 +83,6 @@ class TrainPane(Widget):
         if form.device == "cuda" and form.devices.cuda is None:
             self.notify("CUDA is not available on this machine: choose cpu or auto", title="Cannot train on cuda", severity="error")
             return
-        from studio.train import TrainingError
-
         try:
             config = form.config()
         except (ValueError, TrainingError) as error:

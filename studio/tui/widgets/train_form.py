@@ -3,14 +3,15 @@
 The form turns into a TrainConfig (`config`) and tells the App the context it would train with
 (`app.mask_settings.context`), so that the mask and dataset panes cut examples where this run would.
 The pane drives it: it hands over the devices once torch has loaded, the checkpoints to start
-from, and the run's status (a running run locks the form). Nothing here imports torch at import time.
+from, and the run's status (a running run locks the form). TrainConfig is torch-free
+(studio.train_config): the form fills its placeholders and validates before torch has loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, fields, replace
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
@@ -19,9 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from studio.metrics import ACTIVE, LOADING, PAUSED, RUNNING
 from studio.paths import DEFAULT_CORPUS
 from studio.presets import PRESETS
-
-STAGES = ("sft", "pretrain")
-DEVICES = ("auto", "cpu", "cuda")
+from studio.train_config import DEVICES, STAGES, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,6 @@ class Devices:
         return self.cpu
 
 
-def train_config_defaults() -> dict[str, object]:
-    """TrainConfig's default per field (imports the engine; call off the UI thread)."""
-    from studio.train import TrainConfig
-
-    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-
-
 class TrainForm(VerticalScroll):
     """The run's settings; empty number fields keep TrainConfig's defaults, shown as placeholders."""
 
@@ -96,6 +88,7 @@ class TrainForm(VerticalScroll):
         return Horizontal(Label(label), field, classes="train-row")
 
     def on_mount(self) -> None:
+        self._show_defaults()
         self.watch(self.app, "mask_settings", self._show_data)
         self.watch(self.app, "workspace", self._show_data)
 
@@ -104,10 +97,9 @@ class TrainForm(VerticalScroll):
         return self.query_one("#train-device", Select).value
 
     def set_devices(self, devices: Devices) -> None:
-        """Torch has loaded: describe the devices and show TrainConfig's defaults."""
+        """Torch has loaded: describe the devices."""
         self.devices = devices
         self._show_device()
-        self._show_defaults()
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "train-device":
@@ -124,10 +116,8 @@ class TrainForm(VerticalScroll):
 
     # ------------------------------------------------------------------------------------ the config
 
-    def config(self):
+    def config(self) -> TrainConfig:
         """The TrainConfig of the form (raises ValueError or TrainingError, worded for the user)."""
-        from studio.train import TrainConfig
-
         mask = self.app.mask_settings  # train what the mask pane shows
         settings: dict[str, object] = {
             "dataset": str(self.app.dataset_path),
@@ -152,13 +142,9 @@ class TrainForm(VerticalScroll):
         config.validate("Train tab")
         return config
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="train-defaults")
     def _show_defaults(self) -> None:
         """TrainConfig's defaults as the placeholders of the fields left empty."""
-        defaults = train_config_defaults()
-        self.app.call_from_thread(self._set_placeholders, defaults)
-
-    def _set_placeholders(self, defaults: dict[str, object]) -> None:
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
         for field in NUMBER_FIELDS:
             default = defaults.get(field.name)
             self.query_one(f"#train-{field.name}", Input).placeholder = "preset" if default is None else f"{default}"
