@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ftfy.badness import is_bad
 
 from studio.data import Conversation
-from studio.masking import Example, build_example, fit_to_context
+from studio.masking import Example, conversation_examples
 from studio.templates import Template
 from studio.tokenizer import Tokenizer
 
@@ -45,20 +45,6 @@ def conversation_texts(conversation: Conversation) -> list[str]:
         if turn.input:
             texts.append(turn.input)
     return texts
-
-
-def conversation_examples(
-    conversation: Conversation,
-    template: Template,
-    tokenizer: Tokenizer,
-    max_tokens: int | None = None,
-    train_on_prompt: bool = False,
-) -> list[Example]:
-    """The training examples of one conversation: one, or several when it is split at turns to fit the context."""
-    return [
-        build_example(part, template, tokenizer, max_tokens, train_on_prompt)
-        for part in fit_to_context(conversation, template, tokenizer, max_tokens)
-    ]
 
 
 def conversation_flags(conversation: Conversation, parts: list[Example], duplicate: bool) -> list[str]:

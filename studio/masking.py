@@ -108,6 +108,21 @@ def fit_to_context(
     ]
 
 
+def conversation_examples(
+    conversation: Conversation,
+    template: Template,
+    tokenizer: Tokenizer,
+    max_tokens: int | None = None,
+    train_on_prompt: bool = False,
+) -> list[Example]:
+    """The training examples of one conversation: one, or several when it is split at turns to fit the context.
+    The trainer, lint and the mask pane all build them here."""
+    return [
+        build_example(part, template, tokenizer, max_tokens, train_on_prompt)
+        for part in fit_to_context(conversation, template, tokenizer, max_tokens)
+    ]
+
+
 def _token_count(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> int:
     return len(segments_to_tokens(template.render(conversation), tokenizer))
 
@@ -146,13 +161,12 @@ def build_examples(conversations, template, tokenizer, max_tokens=None, train_on
     dropped and reported, never trained on silently."""
     report = BuildReport([], [], 0, 0)
     for conversation in conversations:
-        parts = fit_to_context(conversation, template, tokenizer, max_tokens)
+        parts = conversation_examples(conversation, template, tokenizer, max_tokens, train_on_prompt)
         report.split += len(parts) > 1
-        for part in parts:
-            example = build_example(part, template, tokenizer, max_tokens, train_on_prompt)
+        for example in parts:
             report.truncated += example.truncated
             if example.trained_count == 0:
-                report.dropped.append((part.source, "no trained token left after truncation"))
+                report.dropped.append((example.source, "no trained token left after truncation"))
                 continue
             report.examples.append(example)
     return report

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from studio.cli import DEFAULT_CONTEXT
 from studio.data import Conversation, LoadResult
-from studio.lint import conversation_examples, conversation_texts, iter_lint
-from studio.masking import Example
+from studio.lint import conversation_texts, iter_lint
+from studio.masking import Example, conversation_examples
 from studio.templates import TEMPLATES, Template, get_template
 from studio.tokenizer import Tokenizer, train_tokenizer
 
