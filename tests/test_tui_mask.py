@@ -7,11 +7,13 @@ import re
 from textual.widgets import DataTable, Input, Select, Static
 
 from fakes import FakeChatBackend, wait_until
+from studio.lint import RESPONSE_TRUNCATED
 from studio.mask_view import HEAT_COLOURS, TRAINED_CLOSE, TRAINED_OPEN
 from studio.metrics import RUNNING
 from studio.presets import PRESETS
 from studio.templates import get_template
 from studio.tui.chat_backend import ModelChoice
+from studio.tui.panes.dataset import DatasetPane
 from studio.tui.panes.train import TrainPane
 from tui_helpers import SMALL_DATASET, StudioTestApp, scripted_config, scripted_factory, settle
 
@@ -134,3 +136,34 @@ async def test_the_mask_cuts_examples_at_the_context_the_train_form_would_use():
         train._show_checkpoint_choices([base])  # a run from a checkpoint keeps the checkpoint's context
         train.query_one("#train-init", Select).value = base.key
         await wait_until(pilot, lambda: app.mask_settings.context == 1024, what="the checkpoint's context")
+
+
+async def test_typing_a_context_in_the_train_form_cuts_the_mask_and_the_lint_there():
+    app = StudioTestApp(SMALL_DATASET, chat_backend=FakeChatBackend(choices=[]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_mask(pilot)  # conversation #0: 150 tokens, whole at the tiny preset's 256
+        assert "truncated: no" in str(content(app, "#mask-counts"))
+        untruncated = trained_and_total(app)
+
+        await pilot.press("f3")
+        await pilot.click("#train-context_size")
+        await pilot.press("1", "2", "8")
+        await wait_until(pilot, lambda: app.mask_settings.context == 128, what="the typed context")
+        await pilot.press("f2")
+        await settle(pilot)
+        counts = str(content(app, "#mask-counts"))
+        assert "truncated: yes, 21 tokens cut" in counts  # 150 tokens, 128 + 1 kept
+        assert f"⚑ {RESPONSE_TRUNCATED}" in counts
+        trained, total = trained_and_total(app)
+        assert total == 129 and trained < untruncated[0]
+        assert RESPONSE_TRUNCATED in app.query_one(DatasetPane).linted[0].flags  # the dataset pane lints at 128 too
+
+        await pilot.press("f3")
+        await pilot.click("#train-context_size")
+        await pilot.press("end", "backspace", "backspace", "backspace")  # empty: the preset's context again
+        await wait_until(pilot, lambda: app.mask_settings.context == PRESETS["tiny"].context_size, what="the preset's")
+        await pilot.press("f2")
+        await settle(pilot)
+        assert "truncated: no" in str(content(app, "#mask-counts"))
+        assert trained_and_total(app) == untruncated
+        assert app.query_one(DatasetPane).linted[0].flags == []
