@@ -22,3 +22,4 @@ PRESETS: dict[str, Preset] = {
     "small": Preset("bpe", 4096, dict(context_size=512, d_model=384, n_heads=6, n_layers=6)),
     "medium": Preset("bpe", 8192, dict(context_size=1024, d_model=768, n_heads=12, n_layers=12)),
 }
+DEFAULT_PRESET = "tiny"  # what runs with no arguments use: the CPU / workshop size the bundled data is made for

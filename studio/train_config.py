@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from studio.presets import PRESETS
+from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATES
 
 try:
@@ -29,7 +29,7 @@ class TrainConfig:
     """Every field is settable from CLI flags or a --config run.toml (same names)."""
 
     stage: str = "sft"  # "pretrain" | "sft"
-    preset: str = "tiny"  # model shape and tokenizer kind, see presets.PRESETS
+    preset: str = DEFAULT_PRESET  # model shape and tokenizer kind, see presets.PRESETS
     dataset: str | None = None  # sft; default paths.DEFAULT_DATASET
     corpus: str | None = None  # pretrain; default paths.DEFAULT_CORPUS
     template: str = "comando"

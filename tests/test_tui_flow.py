@@ -6,7 +6,7 @@ from textual.widgets import Input, Static
 
 from fakes import ANSWERS, TUNED, FakeChatBackend, wait_until
 from studio.metrics import RUNNING, STOPPED
-from studio.tui.app import usable_cores
+from studio.tui.threads import usable_cores
 from studio.tui.panes.chat import ChatColumn
 from studio.tui.widgets.loss_plot import LossPlot
 from tui_helpers import SMALL_DATASET, StudioTestApp, scripted_factory, settle, synthetic_records, write_jsonl

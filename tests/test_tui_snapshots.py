@@ -21,8 +21,10 @@ def same_machine_everywhere(monkeypatch):
     """The header and the train pane name the device and its threads: pin them so every machine draws the same."""
     import torch
 
+    from studio.tui.widgets import train_form
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(train_form, "usable_cores", lambda: 1)
 
 
 def snapshot_app() -> StudioTestApp:

@@ -17,9 +17,10 @@ from studio.cli.common import EXIT_BAD_INPUT, CliError
 from studio.cli.data_commands import cmd_check, cmd_mask
 from studio.cli.model_commands import cmd_chat, cmd_eval
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
+from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATES
 
-DEFAULT_CONTEXT = 256  # the tiny preset's context, which the bundled data must fit
+DEFAULT_CONTEXT = PRESETS[DEFAULT_PRESET].context_size  # `mask` and `check` look at the data as a default run sees it
 
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:

@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import sys
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -41,6 +35,7 @@ from studio.tui.panes.dataset import DatasetPane
 from studio.tui.panes.mask import MaskPane
 from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
+from studio.tui.threads import run_yielding_to_ui, ui_spare_threads, usable_cores
 from studio.tui.workspace import MaskSettings, Workspace
 
 PANES = (
@@ -50,35 +45,6 @@ PANES = (
     ("chat", "Chat", ChatPane),
 )
 QUIT_WAIT_S = 10.0  # longest wait for the trainer to save its checkpoint at quit (it honours a stop within 1 s)
-TRAINER_NICE = 10  # the training thread's priority: the UI thread (nice 0) gets ~90 % of a core whenever it wants one
-T = TypeVar("T")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def ui_spare_threads() -> int:
-    """CPU threads for the torch work a person waits on in the UI (chat, heat-map): every core but one, left to the UI."""
-    return max(1, usable_cores() - 1)
-
-
-def run_yielding_to_ui(work: Callable[[], T]) -> T:
-    """Run `work` on a thread of its own at a lower scheduling priority, and return its result (or raise its error).
-
-    A training run then uses every core, as headless, and the UI still answers a key at once. On Linux nice is per
-    thread, and the OpenMP workers torch creates from that thread inherit it. A thread of its own, ended with the
-    run: a worker's pooled thread cannot get its priority back, and chat would inherit it. Measured on 2 cores while
-    training: all threads at nice 0 gave key p95 78–94 ms; a core left to the UI 50–60 ms but 0.57 of headless
-    throughput; every core at nice 10 about 50 ms and 0.95 (docs/PERFORMANCE.md)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainer", initializer=_lower_priority) as thread:
-        return thread.submit(work).result()
-
-
-def _lower_priority() -> None:
-    if sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINER_NICE)
 
 
 def default_trainer_factory(config, metrics):

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from studio.cli import DEFAULT_CONTEXT
 from studio.data import Conversation, LoadResult
 from studio.lint import conversation_texts, iter_lint
 from studio.masking import Example, conversation_examples
+from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATES, Template, get_template
 from studio.tokenizer import Tokenizer, train_tokenizer
 
@@ -30,7 +30,7 @@ class MaskSettings:
     template: str = "comando"
     tokenizer: str = "char"
     train_on_prompt: bool = False
-    context: int = DEFAULT_CONTEXT  # set by the train pane: its preset, its Context field, or its checkpoint's
+    context: int = PRESETS[DEFAULT_PRESET].context_size  # set by the train pane: its preset, its Context field, or its checkpoint's
 
     @property
     def max_tokens(self) -> int:

@@ -19,8 +19,9 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from studio.metrics import ACTIVE, LOADING, PAUSED, RUNNING
 from studio.paths import DEFAULT_CORPUS
-from studio.presets import PRESETS
+from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.train_config import DEVICES, STAGES, TrainConfig
+from studio.tui.threads import usable_cores
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,13 @@ NUMBER_FIELDS = (
 
 @dataclass(frozen=True)
 class Devices:
-    cpu: str  # "cpu (15 threads)"
+    cpu: str  # "cpu (16 threads)": what a run started here trains with
     cuda: str | None  # "cuda: NVIDIA H100", None when CUDA is unavailable
 
     @classmethod
     def from_torch_ready(cls, device_name: str) -> "Devices":
-        """The App found CUDA (device_name "cuda: …") or not ("cpu"); torch is imported by now."""
-        import torch
-
-        threads = torch.get_num_threads()
+        """The App found CUDA (device_name "cuda: …") or not ("cpu")."""
+        threads = usable_cores()  # the App's choice for a run (StudioApp.start_training)
         cuda = device_name if device_name.startswith("cuda") else None
         return cls(f"cpu ({threads} thread{'s' if threads != 1 else ''})", cuda)
 
@@ -71,7 +70,7 @@ class TrainForm(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield self._row("Stage", Select([(s, s) for s in STAGES], value="sft", allow_blank=False, compact=True, id="train-stage"))
         yield self._row("From", Select([], prompt="from scratch", compact=True, id="train-init"))
-        yield self._row("Preset", Select([(p, p) for p in PRESETS], value="tiny", allow_blank=False, compact=True, id="train-preset"))
+        yield self._row("Preset", Select([(p, p) for p in PRESETS], value=DEFAULT_PRESET, allow_blank=False, compact=True, id="train-preset"))
         for field in NUMBER_FIELDS:
             kind = "integer" if field.kind is int else "number"
             yield self._row(field.label, Input(placeholder="default", type=kind, compact=True, id=f"train-{field.name}"))
