@@ -147,8 +147,11 @@ async def test_typing_a_context_in_the_train_form_cuts_the_mask_and_the_lint_the
 
         await pilot.press("f3")
         await pilot.click("#train-context_size")
+        shared = []
+        app.watch(app, "mask_settings", lambda settings: shared.append(settings.context), init=False)
         await pilot.press("1", "2", "8")
         await wait_until(pilot, lambda: app.mask_settings.context == 128, what="the typed context")
+        assert shared == [128]  # once typing paused: not 12 on the way (each shared context relints the dataset)
         await pilot.press("f2")
         await settle(pilot)
         counts = str(content(app, "#mask-counts"))

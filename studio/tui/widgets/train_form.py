@@ -14,6 +14,7 @@ from dataclasses import MISSING, dataclass, fields, replace
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static
 
@@ -22,6 +23,8 @@ from studio.paths import DEFAULT_CORPUS
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.train_config import DEVICES, STAGES, TrainConfig
 from studio.tui.threads import usable_cores
+
+CONTEXT_TYPING_PAUSE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class TrainForm(VerticalScroll):
         super().__init__(id=id)
         self.devices: Devices | None = None  # known once torch has loaded
         self._checkpoints: list = []  # the "From" choices (chat_backend.ModelChoice)
+        self._context_typed: Timer | None = None  # shares the Context field's value when typing pauses
 
     def compose(self) -> ComposeResult:
         yield self._row("Stage", Select([(s, s) for s in STAGES], value="sft", allow_blank=False, compact=True, id="train-stage"))
@@ -111,7 +115,10 @@ class TrainForm(VerticalScroll):
 
     @on(Input.Changed, "#train-context_size")
     def _context_changed(self) -> None:
-        self._share_context()
+        # once typing pauses: every shared context relints the whole dataset, and "128" typed is "1", "12" first
+        if self._context_typed is not None:
+            self._context_typed.stop()
+        self._context_typed = self.set_timer(CONTEXT_TYPING_PAUSE_S, self._share_context)
 
     # ------------------------------------------------------------------------------------ the config
 
