@@ -93,6 +93,25 @@ async def test_the_form_becomes_the_train_config():
         assert pane.query_one("#train-batch_size", Input).placeholder == "16"
 
 
+async def test_the_form_is_reachable_from_the_keyboard_alone():
+    factory = RecordingFactory(step_seconds=0.001)
+    app = StudioTestApp(SMALL_DATASET, trainer_factory=factory, chat_backend=FakeChatBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_train(pilot)
+        assert app.focused.id == "train-start"
+        await pilot.press("e")  # to the first field: the stage
+        assert app.focused.id == "train-stage"
+        await pilot.press("enter", "up", "enter")  # the list opens on sft; pretrain is above it
+        await pilot.pause()
+        await pilot.press("tab", "tab", "tab")  # from, preset, steps
+        assert app.focused.id == "train-steps"
+        await pilot.press(*"25", "escape")  # escape leaves the field, so "s" starts instead of typing
+        await pilot.press("s")
+        await wait_until(pilot, lambda: app.metrics.status == DONE, what="the run")
+        (config,) = factory.configs
+        assert (config.stage, config.steps) == ("pretrain", 25)
+
+
 async def test_cuda_chosen_without_cuda_is_an_error_not_a_crash():
     factory = RecordingFactory()
     app = StudioTestApp(SMALL_DATASET, trainer_factory=factory, chat_backend=FakeChatBackend())

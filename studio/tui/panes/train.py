@@ -36,12 +36,15 @@ class TrainPane(Widget):
         Binding("space,p", "toggle_pause", "Pause/Resume", id="train.pause"),
         Binding("x", "stop_training", "Stop", id="train.stop"),
         Binding("l", "toggle_log_scale", "Log loss", id="train.log_scale"),
+        Binding("e", "edit_settings", "Settings", id="train.settings"),
+        Binding("escape", "leave_settings", "Leave the form", show=False, id="train.leave_settings"),
     ]
     PALETTE = [  # the palette adds "Train: " and the keys
         ("Start", "Start training with the settings of the Train tab", "start_training"),
         ("Pause / resume", "Pause the running training, or resume it", "toggle_pause"),
         ("Stop", "Stop training; the model so far is saved as a checkpoint", "stop_training"),
         ("Log scale", "Plot log10(loss) to see the slow late progress", "toggle_log_scale"),
+        ("Edit settings", "Move to the form: stage, start from, preset, steps, …; tab moves on", "edit_settings"),
     ]
 
     def __init__(self) -> None:
@@ -101,6 +104,14 @@ class TrainPane(Widget):
     def action_stop_training(self) -> None:
         if self.app.metrics.status in ACTIVE:
             self.app.stop_training()
+
+    def action_edit_settings(self) -> None:
+        """From Start (where the pane opens) the form's first field is eight shift+tabs away."""
+        self.query_one("#train-stage").focus()
+
+    def action_leave_settings(self) -> None:
+        """Out of a field and back to Start, where the pane's keys work again (in a field they type)."""
+        self.query_one("#train-start").focus()
 
     def action_toggle_log_scale(self) -> None:
         plot = self.query_one(LossPlot)
