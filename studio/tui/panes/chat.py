@@ -62,7 +62,8 @@ class ChatPane(Widget):
             yield ChatColumn("base", id="chat-base")
             yield ChatColumn("tuned", id="chat-tuned")
         with Vertical(id="chat-bottom"):
-            yield Input(placeholder="Type an instruction and press Enter", id="chat-input")
+            # digits, q and ? type here: the placeholder names the keys that still work
+            yield Input(placeholder="Type an instruction, then Enter  ·  F1–F3 panes  ·  ^c quit", id="chat-input")
             yield Static(self.settings.describe(), id="chat-settings", markup=False)
 
     def on_resize(self) -> None:
