@@ -20,6 +20,21 @@ MIN_SECONDS_BETWEEN_DRAWS = 0.5  # a curve moves smoothly enough at 2 Hz; each d
 TRAIN_MARKER = "braille"  # fine line for the dense train series
 VALIDATION_MARKER = "o"  # sparse points, told apart from the line without colour (NO_COLOR)
 X_TICKS = 4
+MIN_AXIS_STEPS = 10
+
+
+def x_axis_end(step: int, total_steps: int) -> int:
+    """Where the x axis ends: a round number at least twice the steps done, never past the planned end.
+
+    An axis spanning the whole planned run from the start draws the first minute of a 2000-step run
+    as a vertical line against the left edge, which is when a workshop watches the curve most. The
+    axis grows with the run instead, in 1-2-5 steps so it rescales only now and then, and the label
+    says where the run ends until the axis reaches it.
+    """
+    wanted = max(2 * step, MIN_AXIS_STEPS)
+    magnitude = 10 ** max(0, len(str(wanted)) - 1)
+    nice = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= wanted)
+    return max(1, min(nice, total_steps) if total_steps > 0 else nice, step)
 
 
 class LossPlot(PlotextPlot):
@@ -63,10 +78,10 @@ class LossPlot(PlotextPlot):
         if snapshot.val:
             steps, losses = zip(*downsample(snapshot.val, max_points))
             self.plt.scatter(steps, self._scaled(losses), label="validation", marker=VALIDATION_MARKER)
-        # the x axis spans the whole run, so the curve also shows how far training has got
-        last_step = max(snapshot.total_steps, snapshot.step, 1)
-        self.plt.xlim(0, last_step)
-        self.plt.xticks([round(last_step * i / X_TICKS) for i in range(X_TICKS + 1)])
+        axis_end = x_axis_end(snapshot.step, snapshot.total_steps)
+        self.plt.xlim(0, axis_end)
+        self.plt.xticks([round(axis_end * i / X_TICKS) for i in range(X_TICKS + 1)])
+        self._set_labels(snapshot.total_steps if axis_end < snapshot.total_steps else None)
         self.refresh()
         self._drawn_version, self._drawn_at = snapshot.version, now
         return True
@@ -75,6 +90,6 @@ class LossPlot(PlotextPlot):
         # plotext's log axes crash on the second build (shared notes): plot log10 on a linear axis instead
         return [math.log10(max(loss, 1e-6)) for loss in losses] if self.log_scale else list(losses)
 
-    def _set_labels(self) -> None:
-        self.plt.xlabel("step")
+    def _set_labels(self, planned_end: int | None = None) -> None:
+        self.plt.xlabel("step" if planned_end is None else f"step (the run ends at {planned_end})")
         self.plt.ylabel("log10(loss)" if self.log_scale else "loss")
