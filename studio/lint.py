@@ -47,6 +47,12 @@ def conversation_texts(conversation: Conversation) -> list[str]:
     return texts
 
 
+def dataset_texts(conversations: Iterable[Conversation]) -> Iterator[str]:
+    """Every text of the conversations, in order: what a tokenizer is trained on for this dataset."""
+    for conversation in conversations:
+        yield from conversation_texts(conversation)
+
+
 def conversation_flags(conversation: Conversation, parts: list[Example], duplicate: bool) -> list[str]:
     """Flags of one conversation, over the examples it becomes (several when split to fit the context)."""
     flags = []

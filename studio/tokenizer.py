@@ -158,12 +158,15 @@ class BPETokenizer(Tokenizer):
         return {"kind": self.kind, "version": 1, "hf": json.loads(self.hf.to_str())}
 
 
+TRAINABLE_KINDS = ("char", "bpe")  # the tokenizers a run can train on its own data
+
+
 def train_tokenizer(kind: str, texts: Iterable[str], bpe_vocab_size: int = 4096) -> Tokenizer:
     if kind == "char":
         return CharTokenizer.train(texts)
     if kind == "bpe":
         return BPETokenizer.train(texts, bpe_vocab_size)
-    raise ValueError(f"unknown tokenizer {kind!r}; choose char or bpe")
+    raise ValueError(f"unknown tokenizer {kind!r}; choose one of: {', '.join(TRAINABLE_KINDS)}")
 
 
 def tokenizer_from_dict(data: dict, source: str = "tokenizer") -> Tokenizer:

@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from studio import checkpoint
 from studio.batching import Batch, collate, example_rows
 from studio.devices import resolve_device, use_bf16
-from studio.lint import conversation_texts
+from studio.lint import dataset_texts
 from studio.masking import IGNORE, Example
 from studio.metrics import FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, DONE, Metrics, StepRecord
 from studio.model import GPT, PRESETS, model_config
@@ -142,7 +142,7 @@ class Trainer:
         self.template = get_template(config.template)
         if config.stage == "sft":
             conversations, data_path = load_conversations(config, self._event)
-            texts = (text for conversation in conversations for text in conversation_texts(conversation))
+            texts = dataset_texts(conversations)
         else:
             corpus, data_path = load_corpus(config)
             texts = corpus.splitlines()

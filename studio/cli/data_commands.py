@@ -9,7 +9,7 @@ from rich.console import Console
 
 from studio import data
 from studio.cli.common import EXIT_BAD_RECORDS, CliError, invalid_records_error, load_conversations
-from studio.lint import ALL_MASKED, FLAG_MEANINGS, conversation_texts, lint_dataset
+from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_texts, lint_dataset
 from studio.masking import mask_json
 from studio.mask_view import legend, mask_text
 from studio.templates import get_template
@@ -19,7 +19,7 @@ from studio.tokenizer import train_tokenizer
 def _dataset_setup(args, console: Console):
     conversations = load_conversations(args.dataset, args.skip_invalid, console)
     template = get_template(args.template)
-    texts = (text for conversation in conversations for text in conversation_texts(conversation))
+    texts = dataset_texts(conversations)
     tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
     # a training sequence of context+1 tokens gives `context` inputs and `context` shifted targets
     return conversations, template, tokenizer, args.context + 1
@@ -72,7 +72,7 @@ def cmd_check(args, console: Console) -> int:
     if not result.conversations:
         raise CliError(f"{args.dataset}: no valid record", EXIT_BAD_RECORDS)
     template = get_template(args.template)
-    texts = (text for conversation in result.conversations for text in conversation_texts(conversation))
+    texts = dataset_texts(result.conversations)
     tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
     report = lint_dataset(result.conversations, template, tokenizer, args.context + 1)
     console.print(

@@ -16,13 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from studio.data import Conversation, LoadResult
-from studio.lint import conversation_texts, iter_lint
+from studio.lint import conversation_texts, dataset_texts, iter_lint
 from studio.masking import Example, conversation_examples
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATES, Template, get_template
-from studio.tokenizer import Tokenizer, train_tokenizer
-
-TOKENIZER_KINDS = ("char", "bpe")
+from studio.tokenizer import TRAINABLE_KINDS, Tokenizer, train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class MaskSettings:
         return replace(self, template=_next(tuple(TEMPLATES), self.template))
 
     def with_next_tokenizer(self) -> "MaskSettings":
-        return replace(self, tokenizer=_next(TOKENIZER_KINDS, self.tokenizer))
+        return replace(self, tokenizer=_next(TRAINABLE_KINDS, self.tokenizer))
 
     def with_train_on_prompt_toggled(self) -> "MaskSettings":
         return replace(self, train_on_prompt=not self.train_on_prompt)
@@ -98,7 +96,7 @@ class Workspace:
         """The tokenizer of `kind` trained on this dataset; the first BPE call trains it (call off the UI thread)."""
         with self._tokenizer_lock:
             if kind not in self._tokenizers:
-                texts = (text for conversation in self.conversations for text in conversation_texts(conversation))
+                texts = dataset_texts(self.conversations)
                 self._tokenizers[kind] = train_tokenizer(kind, texts)
             return self._tokenizers[kind]
 
