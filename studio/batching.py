@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from studio.masking import IGNORE, Example
+from studio.rows import row_tokens
 
 BUCKET_BATCHES = 8  # batches per length bucket: bigger buckets pad less, smaller ones shuffle more
 # Batch widths are rounded up to a multiple of this: on CPU every new shape makes oneDNN build and
@@ -115,9 +116,9 @@ class PretrainBatches:
 
     def __init__(self, tokens: torch.Tensor, context_size: int, batch_size: int, seed: int):
         if len(tokens) < context_size + 2:
-            raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than one window of {context_size + 1}")
+            raise ValueError(f"the corpus has {len(tokens)} tokens, fewer than one window of {row_tokens(context_size)}")
         self.tokens = tokens
-        self.window = context_size + 1
+        self.window = row_tokens(context_size)
         self.batch_size = batch_size
         self.seed = seed
 
@@ -140,6 +141,6 @@ def sft_eval_batches(examples: list[Example], batch_size: int, pad_id: int, cont
 
 def pretrain_eval_batches(tokens: torch.Tensor, context_size: int, batch_size: int, max_windows: int = 64) -> list[Batch]:
     """Validation batches: consecutive non-overlapping windows of the held-out tokens (the same every time)."""
-    window = context_size + 1
+    window = row_tokens(context_size)
     starts = torch.arange(0, len(tokens) - window + 1, window)[:max_windows]
     return [windows_batch(tokens, starts[i:i + batch_size], window) for i in range(0, len(starts), batch_size)]

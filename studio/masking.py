@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from studio.data import Conversation
+from studio.rows import IGNORE
 from studio.templates import Template, rendered_text
 from studio.tokenizer import Tokenizer
 
-IGNORE = -100  # label of a token the loss skips (PyTorch's cross_entropy ignore_index default)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from studio.masking import IGNORE as IGNORE_INDEX  # target of positions the loss skips (prompt, padding)
+from studio.rows import IGNORE as IGNORE_INDEX  # target of positions the loss skips (prompt, padding)
 from studio.presets import PRESETS, Preset  # noqa: F401  (Preset: callers import it from here)
 
 

@@ -30,6 +30,7 @@ from studio.lint import dataset_texts
 from studio.masking import IGNORE, Example
 from studio.metrics import FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, DONE, Metrics, StepRecord
 from studio.model import GPT, PRESETS, model_config
+from studio.rows import row_tokens
 from studio.run_folder import METRICS_FILE, MetricsLog, choose_run_dir, keep_metrics_up_to, replay_metrics
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
@@ -96,7 +97,7 @@ class Trainer:
         if len(example.tokens) < 2:
             return [None] * len(example.tokens)
         ids, labels = example_rows([example])[0]
-        window = model.config.context_size + 1
+        window = row_tokens(model.config.context_size)
         batch = collate([(ids[:window], labels[:window])], self.tokenizer.pad_id).to(self.device)
         with torch.no_grad(), self._autocast():
             _, losses = model(batch.inputs, batch.targets, reduction="none")

@@ -16,6 +16,7 @@ import torch
 from studio import data, paths
 from studio.batching import Batch, PretrainBatches, SFTBatches, pretrain_eval_batches, sft_eval_batches
 from studio.masking import Example, build_examples
+from studio.rows import row_tokens
 from studio.templates import Template
 from studio.tokenizer import UNK, Tokenizer
 from studio.train_config import TrainConfig, TrainingError
@@ -63,8 +64,7 @@ def load_corpus(config: TrainConfig) -> tuple[str, Path]:
 
 def sft_data(conversations: list[data.Conversation], template: Template, tokenizer: Tokenizer, context: int,
              config: TrainConfig, event: Callable[[str], None]) -> RunData:
-    # a row of context + 1 tokens gives `context` inputs and `context` shifted targets
-    report = build_examples(conversations, template, tokenizer, context + 1, config.train_on_prompt)
+    report = build_examples(conversations, template, tokenizer, row_tokens(context), config.train_on_prompt)
     if report.truncated:
         no_end = sum(not ex.eos_trained for ex in report.examples)
         event(f"{report.truncated} of {len(conversations)} examples are longer than the context ({context}) and were cut"

@@ -72,5 +72,5 @@ def test_bad_tokenizer_files(tmp_path):
 
 
 def test_unknown_kind():
-    with pytest.raises(ValueError, match="choose char or bpe"):
+    with pytest.raises(ValueError, match="choose one of: char, bpe"):
         train_tokenizer("sentencepiece", TEXTS)

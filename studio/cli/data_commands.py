@@ -12,6 +12,7 @@ from studio.cli.common import EXIT_BAD_RECORDS, CliError, invalid_records_error,
 from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_texts, lint_dataset
 from studio.masking import mask_json
 from studio.mask_view import legend, mask_text
+from studio.rows import row_tokens
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
 
@@ -21,8 +22,7 @@ def _dataset_setup(args, console: Console):
     template = get_template(args.template)
     texts = dataset_texts(conversations)
     tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
-    # a training sequence of context+1 tokens gives `context` inputs and `context` shifted targets
-    return conversations, template, tokenizer, args.context + 1
+    return conversations, template, tokenizer, row_tokens(args.context)
 
 
 def cmd_mask(args, console: Console) -> int:
@@ -74,7 +74,7 @@ def cmd_check(args, console: Console) -> int:
     template = get_template(args.template)
     texts = dataset_texts(result.conversations)
     tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
-    report = lint_dataset(result.conversations, template, tokenizer, args.context + 1)
+    report = lint_dataset(result.conversations, template, tokenizer, row_tokens(args.context))
     console.print(
         f"tokens per example ({tokenizer.kind}, {template.name}): p50 {report.percentile(50)}  p90 {report.percentile(90)}"
         f"  p99 {report.percentile(99)}  max {max(report.lengths)}   context {args.context}",

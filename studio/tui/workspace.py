@@ -19,6 +19,7 @@ from studio.data import Conversation, LoadResult
 from studio.lint import conversation_texts, dataset_texts, iter_lint
 from studio.masking import Example, conversation_examples
 from studio.presets import DEFAULT_PRESET, PRESETS
+from studio.rows import row_tokens
 from studio.templates import TEMPLATES, Template, get_template
 from studio.tokenizer import TRAINABLE_KINDS, Tokenizer, train_tokenizer
 
@@ -32,8 +33,7 @@ class MaskSettings:
 
     @property
     def max_tokens(self) -> int:
-        # a training sequence of context+1 tokens gives `context` inputs and `context` shifted targets
-        return self.context + 1
+        return row_tokens(self.context)
 
     def with_next_template(self) -> "MaskSettings":
         return replace(self, template=_next(tuple(TEMPLATES), self.template))
