@@ -117,10 +117,13 @@ def conversation_examples(
 ) -> list[Example]:
     """The training examples of one conversation: one, or several when it is split at turns to fit the context.
     The trainer, lint and the mask pane all build them here."""
-    return [
-        build_example(part, template, tokenizer, max_tokens, train_on_prompt)
-        for part in fit_to_context(conversation, template, tokenizer, max_tokens)
-    ]
+    whole = build_example(conversation, template, tokenizer, max_tokens, train_on_prompt)
+    if max_tokens is None or whole.full_length <= max_tokens:
+        return [whole]  # most conversations fit: tokenized once, not once to measure and again to build
+    parts = fit_to_context(conversation, template, tokenizer, max_tokens)
+    if len(parts) == 1:
+        return [whole]
+    return [build_example(part, template, tokenizer, max_tokens, train_on_prompt) for part in parts]
 
 
 def _token_count(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> int:
