@@ -75,3 +75,20 @@ def legend(monochrome: bool = False, heat: bool = False) -> Text:
         text.append(" low → high   ")
     text.append(f"{NEWLINE_GLYPH} newline  ⟨eos⟩ end of answer")
     return text
+
+
+def part_banner(number: int, parts: int) -> Text:
+    """The line above each part of a conversation split at turn boundaries (number counts from 1)."""
+    return Text(f"── part {number}/{parts}: split at a turn to fit the context ──", style="bold")
+
+
+def counts_text(examples: list[Example]) -> Text:
+    """Trained and total tokens of one example, or summed over the parts of a split conversation, and what truncation cut."""
+    trained = sum(example.trained_count for example in examples)
+    total = sum(len(example.tokens) for example in examples)
+    cut = sum(example.full_length - len(example.tokens) for example in examples)
+    text = Text()
+    text.append(f"trained {trained} / {total} tokens", style="bold")
+    text.append(f" ({100 * trained / max(1, total):.1f} %)")
+    text.append(f"   truncated: {f'yes, {cut} tokens cut' if cut else 'no'}")
+    return text

@@ -11,7 +11,7 @@ from studio import data
 from studio.cli.common import EXIT_BAD_RECORDS, CliError, invalid_records_error, load_conversations
 from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_texts, lint_dataset
 from studio.masking import mask_json
-from studio.mask_view import legend, mask_text
+from studio.mask_view import counts_text, legend, mask_text, part_banner
 from studio.rows import row_tokens
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
@@ -43,11 +43,9 @@ def cmd_mask(args, console: Console) -> int:
     console.print(f"[bold]{conversations[args.index].source}[/]  template {template.name}  tokenizer {tokenizer.describe()}")
     for number, example in enumerate(parts, start=1):
         if len(parts) > 1:
-            console.print(f"[bold]── part {number}/{len(parts)}: split at a turn to fit the context ──[/]")
+            console.print(part_banner(number, len(parts)))
         console.print(mask_text(example, tokenizer, monochrome))
-        share = 100 * example.trained_count / max(1, len(example.tokens))
-        truncated = f"yes, {example.full_length - len(example.tokens)} tokens cut" if example.truncated else "no"
-        console.print(f"trained {example.trained_count} / {len(example.tokens)} tokens ({share:.1f} %)   truncated: {truncated}")
+        console.print(counts_text([example]))
     console.print()
     console.print(legend(monochrome))
     for warning in warnings:

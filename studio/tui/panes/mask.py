@@ -20,7 +20,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from studio.lint import FLAG_MEANINGS, conversation_flags
-from studio.mask_view import legend
+from studio.mask_view import counts_text, legend
 from studio.masking import Example
 from studio.metrics import IDLE, LOADING
 from studio.templates import get_template
@@ -213,13 +213,7 @@ class MaskPane(Widget):
         return heading
 
     def _counts(self, conversation) -> Text:
-        trained = sum(example.trained_count for example in self.examples)
-        total = sum(len(example.tokens) for example in self.examples)
-        cut = sum(example.full_length - len(example.tokens) for example in self.examples)
-        text = Text()
-        text.append(f"trained {trained} / {total} tokens", style="bold")
-        text.append(f" ({100 * trained / max(1, total):.1f} %)")
-        text.append(f"   truncated: {f'yes, {cut} tokens cut' if cut else 'no'}")
+        text = counts_text(self.examples)
         if len(self.examples) > 1:
             text.append(f"   split in {len(self.examples)} parts to fit {self.app.mask_settings.context} tokens")
         for flag in conversation_flags(conversation, self.examples, duplicate=False):

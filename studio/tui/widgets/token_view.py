@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from studio.mask_view import mask_text
+from studio.mask_view import mask_text, part_banner
 from studio.masking import Example
 
 
@@ -24,6 +24,7 @@ class TokenView(VerticalScroll, can_focus=True):
             if len(examples) > 1:
                 if number:
                     text.append("\n\n")
-                text.append(f"── part {number + 1}/{len(examples)}: split at a turn to fit the context ──\n", style="bold")
+                text.append_text(part_banner(number + 1, len(examples)))
+                text.append("\n")
             text.append_text(mask_text(example, tokenizer, monochrome, losses[number] if losses else None))
         self.query_one("#token-text", Static).update(text)
