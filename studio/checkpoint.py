@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,22 +68,32 @@ def save(path: str | Path, model: GPT, tokenizer: Tokenizer, config: dict, optim
     """
     path = Path(path)
     model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper would prefix every tensor name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(path)
-    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).exists():
-        # the swap deletes what it replaces: never a run folder or any directory that is not a checkpoint
-        raise CheckpointError(f"{path}: exists and is not a checkpoint; refusing to replace it")
     config = {**config, "format_version": FORMAT_VERSION, "model": model.config.to_dict(), "tokenizer": tokenizer.kind}
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would end up on the checkpoint
-    try:
+    with staged_directory(path) as staging:
         save_file(_unique_tensors(model), staging / MODEL_FILE, metadata={"format": "pt"})
-        _write_json(staging / CONFIG_FILE, config)
+        write_json(staging / CONFIG_FILE, config)
         tokenizer.save(staging / TOKENIZER_FILE)
         if optimizer is not None or trainer_state is not None:
             state_json, state_tensors = _split_tensors(_trainer_state(config, optimizer, trainer_state))
             save_file(state_tensors, staging / STATE_TENSORS_FILE)
-            _write_json(staging / STATE_JSON_FILE, state_json)
+            write_json(staging / STATE_JSON_FILE, state_json)
+    return path
+
+
+@contextmanager
+def staged_directory(path: Path, kind: str = "checkpoint") -> Iterator[Path]:
+    """An empty hidden directory beside path to write a whole folder into (a checkpoint, an export). When the block
+    ends, its files are flushed to disk and it replaces path; when the block raises, it is removed and path is untouched.
+    An existing path is replaced only if it holds a config.json (a folder of the same kind, written before)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).exists():
+        # the swap deletes what it replaces: never a run folder or any directory that is not one of ours
+        raise CheckpointError(f"{path}: exists and is not a {kind}; refusing to replace it")
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would end up on the result
+    try:
+        yield staging
         for file in staging.iterdir():
             _fsync(file)
         _fsync(staging)
@@ -89,7 +101,6 @@ def save(path: str | Path, model: GPT, tokenizer: Tokenizer, config: dict, optim
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return path
 
 
 def _unique_tensors(model: GPT) -> dict[str, torch.Tensor]:
@@ -130,7 +141,7 @@ def _split_tensors(value, name: str = "", tensors: dict | None = None):
     return value, tensors
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 

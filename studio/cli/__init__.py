@@ -2,7 +2,7 @@
 
 Every user error ends as one line on stderr and a non-zero exit code, never a traceback.
 The parser and main() are here; the commands are in data_commands (mask, check), model_commands
-(chat, eval) and training (train, pretrain).
+(chat, eval), training (train, pretrain) and convert_commands (export).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from rich.console import Console
 
 from studio import paths
 from studio.cli.common import EXIT_BAD_INPUT, CliError
+from studio.cli.convert_commands import cmd_export
 from studio.cli.data_commands import cmd_check, cmd_mask
 from studio.cli.model_commands import cmd_chat, cmd_eval
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--corpus", type=Path, help="UTF-8 text file (default: the bundled corpus-pt.txt)")
     add_training_options(pretrain)
     pretrain.set_defaults(handler=cmd_pretrain)
+
+    export = commands.add_parser("export", help="write a checkpoint as a Hugging Face folder (transformers loads it)")
+    export.add_argument("checkpoint", type=Path, help="checkpoint dir or run folder")
+    export.add_argument("--hf", type=Path, required=True, help="folder to write (an earlier export there is replaced)")
+    export.set_defaults(handler=cmd_export)
     return parser
 
 
