@@ -1,5 +1,7 @@
 import io
 import json
+import math
+from html.parser import HTMLParser
 
 import pytest
 import torch
@@ -114,17 +116,55 @@ def write_dataset(path, records) -> str:
     return str(path)
 
 
-def test_eval_reports_the_exact_match_rate(run_dir, tmp_path, capsys):
+def untrained_run(run_dir, tmp_path):
+    """A base model for comparisons: the trained run's tokenizer and shape, random weights (never says the end token)."""
+    loaded = checkpoint.load(run_dir)
+    torch.manual_seed(1)
+    base = tmp_path / "pretrain-20250101-000000"
+    checkpoint.save(base / "checkpoint", GPT(loaded.model.config), loaded.tokenizer,
+                    {"template": "comando", "stage": "pretrain", "step": 0, "parent": None, "training": {}})
+    return base
+
+
+def test_eval_compares_two_models_side_by_side(run_dir, tmp_path, capsys):
     records = [{"instruction": q, "response": a} for q, a in TAUGHT.items()]
     records.append({"instruction": "quem é você?", "response": "sou um modelo pequeno"})
     dataset = write_dataset(tmp_path / "eval.jsonl", records)
-    assert cli.main(["eval", "--checkpoint", str(run_dir), "--dataset", dataset, "--json"]) == 0
+    base = untrained_run(run_dir, tmp_path)
+    assert cli.main(["eval", "--model", str(base), "--model", str(run_dir), "--dataset", dataset, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert (result["answers"], result["exact"]) == (3, 2) and result["rate"] == pytest.approx(2 / 3)
-    assert [mismatch["prompt"] for mismatch in result["mismatches"]] == ["quem é você?"]
+    base_metrics, tuned = (model["metrics"] for model in result["models"])
+    assert result["prompts"] == 3 and [model["stage"] for model in result["models"]] == ["pretrain", "sft"]
+    assert tuned["exact_match"] == pytest.approx(2 / 3) and tuned["eos_rate"] == 1.0
+    assert base_metrics["eos_rate"] < tuned["eos_rate"] and tuned["loss"] < base_metrics["loss"]
+    assert tuned["perplexity"] == pytest.approx(math.exp(tuned["loss"]))
+    assert [answer["text"] for answer in result["answers"][0]["answers"]][1] == "olá, tudo bem?"
 
     assert cli.main(["eval", "--checkpoint", str(run_dir), "--dataset", dataset, "--limit", "1"]) == 0
-    assert "exact match: 1/1 answers (100.0 %)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 prompts" in out and "exact match" in out and "100.0%" in out
+
+
+def test_eval_report_holds_the_json_numbers(run_dir, tmp_path, capsys):
+    dataset = write_dataset(tmp_path / "eval.jsonl", [{"instruction": q, "response": a} for q, a in TAUGHT.items()])
+    base = untrained_run(run_dir, tmp_path)
+    argv = ["eval", "--model", str(base), "--model", str(run_dir), "--dataset", dataset, "--json", "--report", str(tmp_path / "r")]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    html = (tmp_path / "r" / "eval-report.html").read_text(encoding="utf-8")
+    cells = {}
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if "data-metric" in attrs:
+                cells[(attrs["data-metric"], int(attrs["data-model"]))] = attrs["data-value"]
+
+    Cells().feed(html)
+    for index, model in enumerate(result["models"]):
+        for key, value in model["metrics"].items():
+            assert cells[(key, index)] == str(value)
+    assert "olá, tudo bem?" in html
 
 
 def test_eval_answers_every_turn_of_a_conversation_given_the_true_history(run_dir, tmp_path, capsys, monkeypatch):
@@ -133,5 +173,5 @@ def test_eval_answers_every_turn_of_a_conversation_given_the_true_history(run_di
                 {"role": "user", "content": "tchau"}, {"role": "assistant", "content": "até logo!"}]
     dataset = write_dataset(tmp_path / "chat.jsonl", [{"messages": messages}])
     assert cli.main(["eval", "--checkpoint", str(run_dir), "--dataset", dataset, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["answers"] == 2
+    assert json.loads(capsys.readouterr().out)["prompts"] == 2
     assert seen[1].turns[1].text == "resposta que o modelo não deu"  # the dataset's answer, not the model's

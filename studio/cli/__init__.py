@@ -16,7 +16,8 @@ from studio import paths
 from studio.cli.common import EXIT_BAD_INPUT, CliError
 from studio.cli.convert_commands import cmd_export
 from studio.cli.data_commands import cmd_check, cmd_mask
-from studio.cli.model_commands import cmd_chat, cmd_eval
+from studio.cli.eval_command import add_eval_options, cmd_eval
+from studio.cli.model_commands import cmd_chat
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATES
@@ -64,11 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, help="same seed, same answers when sampling")
     chat.set_defaults(handler=cmd_chat)
 
-    evaluate = commands.add_parser("eval", help="exact-match rate of a checkpoint's greedy answers on a dataset")
-    evaluate.add_argument("--checkpoint", type=Path, help="checkpoint dir or run folder (default: the newest under checkpoints/)")
-    evaluate.add_argument("--dataset", type=Path, default=paths.DEFAULT_DATASET, help="JSON or JSONL dataset")
-    evaluate.add_argument("--limit", type=int, help="only the first N conversations")
-    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate = commands.add_parser("eval", help="one or two models on a prompt set: chrF, ROUGE-L, end-token stops, perplexity, …")
+    add_eval_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     train = commands.add_parser("train", help="fine-tune on an instruction dataset (SFT), headless")
