@@ -30,6 +30,17 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class ProbeAnswer:
+    """The live model's greedy answer to a probe prompt at a validation step (studio.evaluation.probes)."""
+
+    step: int
+    index: int  # which probe prompt
+    prompt: str
+    answer: str
+    stop_reason: str  # "eos" | "max_tokens"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """An immutable copy the UI can read without holding the lock."""
 
@@ -46,6 +57,7 @@ class Snapshot:
     message: str
     checkpoints: tuple[str, ...]
     events: tuple[str, ...]  # one-line notices (checkpoint saved, NaN, …) in order
+    probes: tuple[ProbeAnswer, ...] = ()  # every probe answer so far, in order (empty with series=False)
 
 
 @dataclass
@@ -61,12 +73,14 @@ class Metrics:
     _val: list[tuple[int, float]] = field(default_factory=list)
     _checkpoints: list[str] = field(default_factory=list)
     _events: list[str] = field(default_factory=list)
+    _probes: list[ProbeAnswer] = field(default_factory=list)
 
     def start(self, stage: str, device: str, total_steps: int, first_step: int = 0) -> None:
         with self._lock:
             self.stage, self.device, self.total_steps = stage, device, total_steps
             self._status, self._message = RUNNING, ""
             self._records = [r for r in self._records if r.step <= first_step]  # a resume continues its curve
+            self._probes = [p for p in self._probes if p.step <= first_step]
             self._version += 1
 
     def record_step(self, record: StepRecord) -> None:
@@ -77,6 +91,11 @@ class Metrics:
     def record_val(self, step: int, loss: float) -> None:
         with self._lock:
             self._val.append((step, loss))
+            self._version += 1
+
+    def record_probe(self, answer: ProbeAnswer) -> None:
+        with self._lock:
+            self._probes.append(answer)
             self._version += 1
 
     def record_checkpoint(self, path: str) -> None:
@@ -124,6 +143,7 @@ class Metrics:
                 message=self._message,
                 checkpoints=tuple(self._checkpoints),
                 events=tuple(self._events),
+                probes=tuple(self._probes) if series else (),
             )
 
 

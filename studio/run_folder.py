@@ -1,7 +1,7 @@
 """A training run's folder and its log.
 
 Run folder: checkpoints/<stage>-<YYYYmmdd-HHMMSS>/ with metrics.jsonl (one JSON object a line: a
-step, a validation loss, an event or a saved checkpoint) and checkpoint/ (the checkpoint directory,
+step, a validation loss, a probe answer, an event or a saved checkpoint) and checkpoint/ (the checkpoint directory,
 replaced atomically on every save).
 """
 
@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from studio import checkpoint, paths
-from studio.metrics import Metrics, StepRecord
+from studio.metrics import Metrics, ProbeAnswer, StepRecord
 from studio.train_config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -61,6 +61,18 @@ def replay_metrics(entries: list[dict], metrics: Metrics) -> None:
             metrics.record_step(StepRecord(**{f.name: entry[f.name] for f in fields(StepRecord)}))
         elif "val_loss" in entry:
             metrics.record_val(entry["step"], entry["val_loss"])
+        elif "probe" in entry:
+            metrics.record_probe(probe_from_entry(entry))
+
+
+def probe_entry(answer: ProbeAnswer) -> dict:
+    """A probe answer as a metrics.jsonl line: {"step", "probe", "prompt", "answer", "stop"}."""
+    return {"step": answer.step, "probe": answer.index, "prompt": answer.prompt, "answer": answer.answer,
+            "stop": answer.stop_reason}
+
+
+def probe_from_entry(entry: dict) -> ProbeAnswer:
+    return ProbeAnswer(entry["step"], entry["probe"], entry["prompt"], entry["answer"], entry["stop"])
 
 
 class MetricsLog:

@@ -26,6 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from studio import checkpoint
 from studio.batching import Batch, collate, example_rows
 from studio.devices import resolve_device, use_bf16
+from studio.evaluation.probes import run_probes
 from studio.lint import dataset_texts
 from studio.masking import IGNORE, Example
 from studio.metrics import FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, DONE, Metrics, StepRecord
@@ -47,14 +48,12 @@ class Trainer:
         self.config = config
         self.metrics = metrics if metrics is not None else Metrics()
         # set by preparation (the UI waits for `model`, so it is assigned last)
-        self.tokenizer = None
-        self.template = None
+        self.tokenizer = self.template = None
         self.examples: list[Example] = []
         self.val_examples: list[Example] = []
         self.model: GPT | None = None
         self.device = torch.device("cpu")
-        self.run_dir: Path | None = None
-        self.last_checkpoint: Path | None = None
+        self.run_dir = self.last_checkpoint = None  # Path | None: the run folder and its newest checkpoint
         self.step = 0
         self._stop = threading.Event()
         self._unpaused = threading.Event()
@@ -156,8 +155,9 @@ class Trainer:
         context = model.config.context_size
         if config.stage == "sft":
             run_data = sft_data(conversations, self.template, self.tokenizer, context, config, self._event)
+            self._probes = run_probes(config, conversations, run_data, self.tokenizer, self.template)
         else:
-            run_data = pretrain_data(corpus, self.tokenizer, context, config, self._event)
+            run_data, self._probes = pretrain_data(corpus, self.tokenizer, context, config, self._event), None
         self.examples, self.val_examples = run_data.examples, run_data.val_examples
         self.batches, self.val_batches = run_data.batches, run_data.val_batches
         self._data_digest = file_digest(data_path)
@@ -165,8 +165,7 @@ class Trainer:
         self.bf16 = use_bf16(config.bf16, self.device)
         self.optimizer = self._make_optimizer(model)
         self.parent = str(config.init_from) if config.init_from else None
-        self.step = 0
-        self._elapsed_before = 0.0
+        self.step, self._elapsed_before = 0, 0.0
         if config.resume:
             self._restore_trainer_state(source)
         self._open_run_dir()
@@ -213,7 +212,7 @@ class Trainer:
         # weights come from the resumed checkpoint; its parent is kept from the checkpoint's config
         overrides.update(resume=str(source.path), init_from=None)
         overrides.setdefault("out_dir", None)
-        harmless = {"resume", "out_dir", "device", "threads", "eval_every", "save_every", "init_from"}
+        harmless = {"resume", "out_dir", "device", "threads", "eval_every", "save_every", "init_from", "probes", "probe_tokens"}
         changed = sorted(k for k, v in overrides.items() if k not in harmless and getattr(saved, k) != v)
         if changed:
             self._event(f"resuming with changed {', '.join(changed)}: the run will not match an uninterrupted one")
@@ -245,8 +244,7 @@ class Trainer:
             raise TrainingError(f"{source.path}: already at step {self.step} of {self.config.steps}; pass more steps to go on")
 
     def _open_run_dir(self) -> None:
-        config = self.config
-        run_dir = choose_run_dir(config)
+        config, run_dir = self.config, choose_run_dir(self.config)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
         self._saved_step = -1
@@ -347,6 +345,8 @@ class Trainer:
         if loss is not None:
             self.metrics.record_val(step, loss)
             self._log.write({"step": step, "val_loss": loss})
+        if self._probes is not None and not self._stop.is_set():
+            self._probes.at_validation(self.model, step, self._elapsed(), self._stop.is_set, self.metrics, self._log.write, self._event)
 
     @torch.no_grad()
     def _validation_loss(self) -> float | None:

@@ -47,6 +47,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     context_size: int | None = None  # None: the preset's (or the init_from checkpoint's)
     eval_every: int = 100  # steps between validation losses (and one at the end)
+    probes: int = 5  # sft: held-out instructions answered greedily at each validation (0: none); studio.evaluation.probes
+    probe_tokens: int = 80  # longest probe answer (the bundled held-out answers average 68 characters)
     save_every: int = 500  # steps between checkpoints (and one at the end or stop); 0: only then
     val_fraction: float = 0.05  # share of the examples (sft) or of the corpus tail (pretrain) held out
     seed: int = 1337
@@ -102,6 +104,8 @@ class TrainConfig:
             (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
             (self.context_size is None or self.context_size >= 2, f"context_size must be >= 2, got {self.context_size}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (self.probes >= 0, f"probes must be >= 0, got {self.probes}"),
+            (self.probe_tokens >= 1, f"probe_tokens must be >= 1, got {self.probe_tokens}"),
             (self.save_every >= 0, f"save_every must be >= 0, got {self.save_every}"),
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),

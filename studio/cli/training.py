@@ -13,7 +13,8 @@ from studio.train_config import DEVICES, TrainConfig, TrainingError
 
 # flags of `studio train` / `studio pretrain` that map one to one onto TrainConfig fields (dest == field name)
 TRAINING_FLAGS = ("dataset", "corpus", "init_from", "resume", "out_dir", "preset", "template", "steps", "batch_size", "lr",
-                  "context_size", "device", "seed", "threads", "bf16", "eval_every", "save_every", "train_on_prompt", "skip_invalid")
+                  "context_size", "device", "seed", "threads", "bf16", "eval_every", "save_every", "train_on_prompt", "skip_invalid",
+                  "probes", "probe_tokens")
 STOP_SIGNALS = {"SIGINT": 130, "SIGHUP": 129, "SIGTERM": 143}  # exit code 128 + signal number, as shells report it
 
 
@@ -34,6 +35,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA and bf16-capable CPUs)")
     parser.add_argument("--eval-every", type=int, help="steps between validation losses")
     parser.add_argument("--save-every", type=int, help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--probes", type=int, help="held-out instructions answered at each validation, into metrics.jsonl (0: none)")
+    parser.add_argument("--probe-tokens", type=int, help="longest probe answer in tokens")
 
 
 def _training_config(args, stage: str) -> TrainConfig:

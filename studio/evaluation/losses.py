@@ -16,6 +16,7 @@ import torch
 
 from studio.batching import collate, example_rows
 from studio.masking import IGNORE, Example
+from studio.rows import row_tokens
 
 BATCH = 16
 
@@ -37,7 +38,7 @@ def example_losses(model, examples: list[Example], pad_id: int, should_stop: Cal
     """One ExampleLoss per example, in the order given; examples without a trained token get tokens 0 (loss NaN).
     Stops early (returning what it has) when should_stop() says so."""
     device = next(model.parameters()).device
-    window = model.config.context_size + 1
+    window = row_tokens(model.config.context_size)
     rows = [(ids[:window], labels[:window]) for ids, labels in example_rows(examples)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths together: little padding
     results: dict[int, ExampleLoss] = {}
