@@ -16,6 +16,7 @@ from studio.data import Conversation
 EOS = "<eos>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
+MODEL_TEMPLATE = "model"  # a Hugging Face model's own chat template (studio.models.model_template)
 
 
 @dataclass(frozen=True)
@@ -125,11 +126,21 @@ def _markers(text: str) -> list[Segment]:
     return [Segment(part, "template", False, special=part if part in (IM_START, IM_END) else None) for part in parts if part]
 
 
-def get_template(name: str) -> Template:
+TEMPLATE_NAMES = (*TEMPLATES, MODEL_TEMPLATE)
+
+
+def get_template(name: str, tokenizer=None) -> Template:
+    """A studio template by name; `model` is the chat template of `tokenizer` (a Hugging Face model's)."""
+    if name == MODEL_TEMPLATE:
+        if not hasattr(tokenizer, "chat_template"):
+            raise ValueError("template 'model' needs a Hugging Face model's tokenizer with a chat_template (--model PATH)")
+        from studio.models.model_template import model_template  # imported late: it needs transformers
+
+        return model_template(tokenizer)
     try:
         return TEMPLATES[name]
     except KeyError:
-        raise ValueError(f"unknown template {name!r}; choose one of: {', '.join(TEMPLATES)}") from None
+        raise ValueError(f"unknown template {name!r}; choose one of: {', '.join(TEMPLATE_NAMES)}") from None
 
 
 def rendered_text(segments: list[Segment]) -> str:

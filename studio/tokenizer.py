@@ -171,6 +171,10 @@ def train_tokenizer(kind: str, texts: Iterable[str], bpe_vocab_size: int = 4096)
 
 def tokenizer_from_dict(data: dict, source: str = "tokenizer") -> Tokenizer:
     kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "hf":  # a Hugging Face model's own tokenizer (imported late: a module of its own)
+        from studio.models.hf_tokenizer import pretrained_tokenizer_from_dict
+
+        return pretrained_tokenizer_from_dict(data, source)
     try:
         if kind == "char":
             if list(data.get("special_tokens", [])) != list(SPECIAL_TOKENS):

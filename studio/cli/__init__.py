@@ -20,7 +20,7 @@ from studio.cli.eval_command import add_eval_options, cmd_eval
 from studio.cli.model_commands import cmd_chat
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
 from studio.presets import DEFAULT_PRESET, PRESETS
-from studio.templates import TEMPLATES
+from studio.templates import TEMPLATE_NAMES, TEMPLATES
 from studio.tokenizer import TRAINABLE_KINDS
 
 DEFAULT_CONTEXT = PRESETS[DEFAULT_PRESET].context_size  # `mask` and `check` look at the data as a default run sees it
@@ -28,8 +28,10 @@ DEFAULT_CONTEXT = PRESETS[DEFAULT_PRESET].context_size  # `mask` and `check` loo
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, default=paths.DEFAULT_DATASET, help="JSON or JSONL dataset")
-    parser.add_argument("--template", default="comando", choices=sorted(TEMPLATES), help="prompt template")
+    parser.add_argument("--template", choices=sorted(TEMPLATE_NAMES),
+                        help="prompt template (default comando; with --model, the model's own: model)")
     parser.add_argument("--tokenizer", default="char", choices=TRAINABLE_KINDS, help="tokenizer trained on the dataset")
+    parser.add_argument("--model", type=Path, help="a Hugging Face model folder: use its tokenizer (and chat template)")
     parser.add_argument("--bpe-vocab", type=int, default=4096, help="vocabulary size of the BPE tokenizer")
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="model context length in tokens")
     parser.add_argument("--skip-invalid", action="store_true", help="use the valid records of a file with bad ones")

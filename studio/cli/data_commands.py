@@ -10,18 +10,28 @@ from rich.console import Console
 from studio import data
 from studio.cli.common import EXIT_BAD_RECORDS, CliError, invalid_records_error, load_conversations
 from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_texts, lint_dataset
-from studio.masking import mask_json
 from studio.mask_view import counts_text, legend, mask_text, part_banner
+from studio.masking import mask_json
+from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.rows import row_tokens
-from studio.templates import get_template
+from studio.templates import MODEL_TEMPLATE, get_template
 from studio.tokenizer import train_tokenizer
+
+DEFAULT_TEMPLATE = "comando"
+
+
+def _template_and_tokenizer(args, conversations):
+    """A model folder's tokenizer and (by default) its chat template, or a tokenizer trained on the dataset."""
+    if args.model is not None:
+        tokenizer = load_pretrained_tokenizer(args.model)
+        return get_template(args.template or MODEL_TEMPLATE, tokenizer), tokenizer
+    tokenizer = train_tokenizer(args.tokenizer, dataset_texts(conversations), args.bpe_vocab)
+    return get_template(args.template or DEFAULT_TEMPLATE), tokenizer
 
 
 def _dataset_setup(args, console: Console):
     conversations = load_conversations(args.dataset, args.skip_invalid, console)
-    template = get_template(args.template)
-    texts = dataset_texts(conversations)
-    tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
+    template, tokenizer = _template_and_tokenizer(args, conversations)
     return conversations, template, tokenizer, row_tokens(args.context)
 
 
@@ -69,9 +79,7 @@ def cmd_check(args, console: Console) -> int:
         console.print(f"  {'invalid':<14} {len(result.errors)}" + ("  (skipped)" if args.skip_invalid else ""))
     if not result.conversations:
         raise CliError(f"{args.dataset}: no valid record", EXIT_BAD_RECORDS)
-    template = get_template(args.template)
-    texts = dataset_texts(result.conversations)
-    tokenizer = train_tokenizer(args.tokenizer, texts, args.bpe_vocab)
+    template, tokenizer = _template_and_tokenizer(args, result.conversations)
     report = lint_dataset(result.conversations, template, tokenizer, row_tokens(args.context))
     console.print(
         f"tokens per example ({tokenizer.kind}, {template.name}): p50 {report.percentile(50)}  p90 {report.percentile(90)}"
