@@ -94,7 +94,7 @@ def staged_directory(path: Path, kind: str = "checkpoint") -> Iterator[Path]:
     staging.mkdir()  # not tempfile.mkdtemp: its 0700 mode would end up on the result
     try:
         yield staging
-        for file in staging.iterdir():
+        for file in staging.rglob("*"):  # a folder may hold folders (a Hugging Face model in hf/)
             _fsync(file)
         _fsync(staging)
         _swap_in(staging, path)

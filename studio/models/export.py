@@ -39,6 +39,7 @@ CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+PROVENANCE_FILE = "studio_export.json"  # what was exported from where; marks a folder that a new export may replace
 LAYER_NORM_EPS = 1e-5  # torch's nn.LayerNorm default, which the studio's GPT uses
 
 # studio name -> (gpt2 name, Conv1D: stored transposed); "{i}" is the block index
@@ -71,29 +72,35 @@ class ExportError(Exception):
 
 def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     """Write the checkpoint at source (a checkpoint dir or a run folder) as a Hugging Face folder at out, atomically;
-    an earlier export at out is replaced, anything else there is refused. Returns out."""
+    an earlier export at out is replaced, any other non-empty folder is refused. Returns out."""
     loaded = checkpoint.load(source)
     out = Path(out)
-    _refuse_studio_checkpoint(out)
+    _check_target(out)
     template = get_template(loaded.config["template"])
-    weights = gpt2_weights(loaded.model)
-    with checkpoint.staged_directory(out, kind="Hugging Face folder") as staging:
+    try:
+        weights = gpt2_weights(loaded.model)
+    except ExportError as error:
+        raise ExportError(f"{loaded.path}: {error}") from None
+    with checkpoint.staged_directory(out, kind="studio export") as staging:
         save_file(weights, staging / MODEL_FILE, metadata={"format": "pt"})
         checkpoint.write_json(staging / CONFIG_FILE, gpt2_config(loaded.model, loaded.tokenizer, template))
         checkpoint.write_json(staging / GENERATION_CONFIG_FILE, generation_config(loaded.tokenizer))
         hf_tokenizer(loaded.tokenizer).save(str(staging / TOKENIZER_FILE))
         checkpoint.write_json(staging / TOKENIZER_CONFIG_FILE, tokenizer_config(loaded.tokenizer, template, loaded.model.config.context_size))
+        checkpoint.write_json(staging / PROVENANCE_FILE, _provenance(loaded))
     return out
 
 
-def _refuse_studio_checkpoint(out: Path) -> None:
-    # a studio checkpoint has a config.json too, which staged_directory would take for an earlier export
-    try:
-        config = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(config, dict) and "format_version" in config:
-        raise ExportError(f"{out}: is a studio checkpoint; export to a new folder")
+def _check_target(out: Path) -> None:
+    # never replace what the person put there, such as the model folder a checkpoint was imported from
+    empty_folder = out.is_dir() and not any(out.iterdir())
+    if out.exists() and not empty_folder and not (out / PROVENANCE_FILE).is_file():
+        raise ExportError(f"{out}: exists and is not an earlier studio export; export to a new folder")
+
+
+def _provenance(loaded: checkpoint.Checkpoint) -> dict:
+    config = loaded.config
+    return {"source": str(loaded.path), "template": config["template"], "stage": config.get("stage"), "step": config.get("step")}
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -112,6 +119,7 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
         tensor = named.pop(name).detach()
         weights[gpt2_name] = (tensor.t() if transposed else tensor).contiguous().cpu()
     if named:
+        # an output-layer bias (the course's GPTMini has one) cannot be folded into gpt2's weights exactly
         what = "an output-layer bias" if "lm_head.bias" in named else "tensors"
         raise ExportError(f"the model has {what} ({', '.join(sorted(named))}) that a gpt2 model has no place for; "
                           "exporting would change its logits")
