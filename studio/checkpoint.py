@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from studio import paths
 from studio.model import GPT, GPTConfig
 from studio.paths import CHECKPOINTS_DIR
 from studio.templates import TEMPLATES
@@ -348,13 +349,17 @@ def restore_rng(trainer_state: dict) -> None:
 
 def find_all(root: str | Path = CHECKPOINTS_DIR) -> list[Path]:
     """Every checkpoint directory under root (any depth), newest first by config.json's mtime.
-    Hidden directories are skipped: they are a save in progress, or leftovers of a killed one."""
+    Hidden directories are skipped: they are a save in progress, or leftovers of a killed one. So are workshop
+    visitors' runs (paths.VISITORS_DIR) when root holds them: they are theirs, not the presenter's."""
     root = Path(root)
     if not root.is_dir():
         return []
+    visitors = paths.VISITORS_DIR if not root.resolve().is_relative_to(paths.VISITORS_DIR) else None
     found = []
     for config in root.rglob(CONFIG_FILE):
         if any(part.startswith(".") for part in config.parent.relative_to(root).parts):
+            continue
+        if visitors is not None and config.resolve().is_relative_to(visitors):
             continue
         try:
             found.append((config.stat().st_mtime, config.parent))

@@ -2,7 +2,7 @@
 
 Every user error ends as one line on stderr and a non-zero exit code, never a traceback.
 The parser and main() are here; the commands are in data_commands (mask, check), model_commands
-(chat, eval), training (train, pretrain) and convert_commands (export).
+(chat, eval), training (train, pretrain), convert_commands (export) and serve_command (serve).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from studio.cli.convert_commands import cmd_export
 from studio.cli.data_commands import cmd_check, cmd_mask
 from studio.cli.eval_command import add_eval_options, cmd_eval
 from studio.cli.model_commands import cmd_chat
+from studio.cli.serve_command import add_serve_parser
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATE_NAMES, TEMPLATES
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", type=Path, help="checkpoint dir or run folder")
     export.add_argument("--hf", type=Path, required=True, help="folder to write (an earlier export there is replaced)")
     export.set_defaults(handler=cmd_export)
+
+    add_serve_parser(commands)
     return parser
 
 

@@ -44,6 +44,9 @@ PANES = (
     ("train", "Train", TrainPane),
     ("chat", "Chat", ChatPane),
 )
+# Keys a browser keeps for itself whatever the page does (ctrl+n a new window, ctrl+t a new tab): in the browser
+# (`studio serve`) these bindings answer to their other key, which the footer then shows.
+BROWSER_KEYMAP = {"chat.choose_model": "f6", "chat.temperature_up": "ctrl+y"}
 QUIT_WAIT_S = 10.0  # longest wait for the trainer to save its checkpoint at quit (it honours a stop within 1 s)
 
 
@@ -108,6 +111,8 @@ class StudioApp(App):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        if self.is_web:
+            self.set_keymap(BROWSER_KEYMAP)
         self.sub_title = self.dataset_path.name
         self.watch(self.screen, "focused", self._keep_focus_in_pane, init=False)
         self.call_after_refresh(self._mount_hidden_panes)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from studio.data import Conversation
 from studio.metrics import FINISHED
-from studio.paths import CHECKPOINTS_DIR
+from studio.paths import CHECKPOINTS_DIR, SHARED_CHECKPOINT_DIRS
 
 LIVE_KEY = "live"
 LOADED_CHECKPOINTS_KEPT = 3  # compare mode holds two models; one more spares a reload when switching back
@@ -34,11 +34,18 @@ class ChatError(Exception):
 
 
 class ChatBackend:
-    """The real models: the trainer's live weights and every checkpoint under `checkpoints_root`."""
+    """The real models: the trainer's live weights, every checkpoint under `checkpoints_root`, then those under
+    `shared_roots` (a workshop visitor's studio: the presenter's checkpoints, labelled as theirs)."""
 
-    def __init__(self, live_trainer: Callable[[], object | None] = lambda: None, checkpoints_root: Path = CHECKPOINTS_DIR):
+    def __init__(
+        self,
+        live_trainer: Callable[[], object | None] = lambda: None,
+        checkpoints_root: Path = CHECKPOINTS_DIR,
+        shared_roots: tuple[Path, ...] = SHARED_CHECKPOINT_DIRS,
+    ):
         self._live_trainer = live_trainer  # the App passes `lambda: self.trainer`
         self._checkpoints_root = checkpoints_root
+        self._shared_roots = shared_roots
 
     def choices(self) -> list[ModelChoice]:
         """The live model while a trainer has one, then the checkpoints, newest first. Call it off the UI thread."""
@@ -51,6 +58,8 @@ class ChatBackend:
             found.append(ModelChoice(LIVE_KEY, f"live: the {stage} model being trained", "live", stage))
         for path in find_all(self._checkpoints_root):
             found.append(_checkpoint_choice(path))
+        for root in self._shared_roots:
+            found.extend(_checkpoint_choice(path, owner="presenter") for path in find_all(root))
         return found
 
     def stream(self, choice: ModelChoice, conversation: Conversation, sampling, should_stop: Callable[[], bool]):
@@ -78,8 +87,9 @@ class ChatBackend:
         return trainer
 
 
-def _checkpoint_choice(path: Path) -> ModelChoice:
+def _checkpoint_choice(path: Path, owner: str = "") -> ModelChoice:
     run = path.parent.name if path.name == "checkpoint" else path.name  # checkpoints/<stage>-<time>/checkpoint
+    run = f"{owner}'s {run}" if owner else run
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         stage, step, context = config.get("stage", "?"), config.get("step", "?"), config["model"].get("context_size")

@@ -12,15 +12,31 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 TRAINER_NICE = 10  # the training thread's priority: the UI thread (nice 0) gets ~90 % of a core whenever it wants one
 T = TypeVar("T")
 
 
+CPU_SHARE_ENV = "STUDIO_CPU_SHARE_FILE"  # set by `studio serve`: the file holding each visitor's share of the cores
+
+
 def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may run on; in a workshop visitor's studio, at most its share of them: `studio serve`
+    rewrites the share file as visitors come and go, and a run started now takes the share of now."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, _served_share() or cores)
+
+
+def _served_share() -> int | None:
+    share_file = os.environ.get(CPU_SHARE_ENV)
+    if not share_file:
+        return None
+    try:
+        return max(1, int(Path(share_file).read_text(encoding="ascii")))
+    except (OSError, ValueError):  # the server has stopped (it removes the file): no limit
+        return None
 
 
 def ui_spare_threads() -> int:

@@ -30,12 +30,12 @@ class ChatPane(Widget):
 
     BINDINGS = [
         Binding("ctrl+o", "toggle_compare", "Compare", id="chat.compare"),
-        Binding("ctrl+n", "choose_model", "Model", id="chat.choose_model"),
+        Binding("ctrl+n,f6", "choose_model", "Model", id="chat.choose_model"),  # f6: browsers keep ctrl+n (studio serve)
         Binding("ctrl+l", "clear_history", "Clear", id="chat.clear"),
         Binding("escape", "stop_answer", "Stop", id="chat.stop"),
         Binding("ctrl+g", "toggle_greedy", "Greedy", id="chat.greedy"),
         # the sampling keys are listed on the settings line under the prompt, not in the footer
-        Binding("ctrl+t", "temperature(1)", "Temp+", show=False, id="chat.temperature_up"),
+        Binding("ctrl+t,ctrl+y", "temperature(1)", "Temp+", show=False, id="chat.temperature_up"),  # ctrl+y: browsers keep ctrl+t
         Binding("ctrl+r", "temperature(-1)", "Temp-", show=False, id="chat.temperature_down"),
         # priority: the prompt Input would take ctrl+k ("delete to the end of the line") first
         Binding("ctrl+k", "next_top_k", "Top-k", show=False, priority=True, id="chat.top_k"),

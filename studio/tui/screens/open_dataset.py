@@ -1,4 +1,6 @@
-"""Open another dataset: type a path, or pick a file under datasets/ (enter opens, esc cancels)."""
+"""Open another dataset: type a path, or pick a file under datasets/ (enter opens, esc cancels).
+
+A workshop visitor's studio (`studio serve`) opens files under datasets/ only (paths.may_open_dataset)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Label
 
-from studio.paths import DATASETS_DIR
+from studio.paths import DATASETS_DIR, may_open_dataset
 
 DATASET_SUFFIXES = (".json", ".jsonl")
 
@@ -41,7 +43,13 @@ class OpenDatasetScreen(ModalScreen[Path | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
-            self.dismiss(Path(event.value.strip()).expanduser())
+            self._open(Path(event.value.strip()).expanduser())
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
-        self.dismiss(event.path)
+        self._open(event.path)
+
+    def _open(self, path: Path) -> None:
+        if may_open_dataset(path):
+            self.dismiss(path)
+        else:
+            self.notify(f"{path}: in the workshop, datasets open from {DATASETS_DIR.name}/ only", severity="error")

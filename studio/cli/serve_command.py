@@ -1,0 +1,50 @@
+"""`studio serve`: the studio in the browser for a workshop, one studio per visitor (studio.serve)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from studio.cli.common import CliError
+from studio.serve.sessions import GIB, Sessions, available_memory, default_max_sessions, needs_token, new_token, room_host
+from studio.tui.threads import usable_cores
+
+DEFAULT_PORT = 8000
+
+
+def add_serve_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="the studio in the browser for a workshop: one studio per visitor")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: the room; needs a token)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--max-sessions", type=int, help="visitors at once (default: from the cores and free memory)")
+    serve.add_argument("--token", help="the invitation in the link (default off the loopback: a new one)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    from studio.serve.server import StudioServer, room_url  # aiohttp loads only for this command
+
+    cores, memory = usable_cores(), available_memory()
+    cap = args.max_sessions
+    if cap is None:
+        cap = default_max_sessions(cores, memory)
+        why = f"default for {cores} cores and {memory / GIB:.1f} GiB free memory; --max-sessions to change"
+    else:
+        why = "--max-sessions"
+    if cap < 1:
+        raise CliError(f"--max-sessions must be at least 1, not {cap}")
+    token = args.token if args.token is not None else (new_token() if needs_token(args.host) else None)
+    if token == "":
+        raise CliError("--token must not be empty")
+    with tempfile.TemporaryDirectory(prefix="studio-serve-") as room:
+        sessions = Sessions(cap, cores, Path(room) / "cpu-share")
+        url = room_url(room_host(args.host), args.port, token)
+        console.print(f"At most {cap} visitors at once ({why}).", highlight=False)
+        try:
+            StudioServer(host=args.host, port=args.port, sessions=sessions, token=token, room_url=url).serve()
+        except OSError as error:  # the port is taken, the host is not this machine's
+            raise CliError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    return 0
