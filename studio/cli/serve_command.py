@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from studio.cli.common import CliError
-from studio.serve.sessions import GIB, Sessions, available_memory, default_max_sessions, needs_token, new_token, room_host
+from studio.serve.sessions import GIB, Sessions, available_memory, default_max_sessions, invitation_token, room_host
 from studio.tui.threads import usable_cores
 
 DEFAULT_PORT = 8000
@@ -34,15 +34,11 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         why = f"default for {cores} cores and {memory / GIB:.1f} GiB free memory; --max-sessions to change"
     else:
         why = "--max-sessions"
-    if cap < 1:
-        raise CliError(f"--max-sessions must be at least 1, not {cap}")
-    token = args.token if args.token is not None else (new_token() if needs_token(args.host) else None)
-    if token == "":
-        raise CliError("--token must not be empty")
+    token = invitation_token(args.host, args.token)  # ValueError: main() prints it as one line
     with tempfile.TemporaryDirectory(prefix="studio-serve-") as room:
         sessions = Sessions(cap, cores, Path(room) / "cpu-share")
         url = room_url(room_host(args.host), args.port, token)
-        console.print(f"At most {cap} visitors at once ({why}).", highlight=False)
+        console.print(f"At most {cap} visitors at once ({why}).", highlight=False, soft_wrap=True)
         try:
             StudioServer(host=args.host, port=args.port, sessions=sessions, token=token, room_url=url).serve()
         except OSError as error:  # the port is taken, the host is not this machine's

@@ -10,6 +10,7 @@ listing (textual-serve lists /static/ by default).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import html
 import logging
@@ -46,7 +47,8 @@ class StudioAppService(AppService):
         try:
             await asyncio.wait_for(process.wait(), EXIT_GRACE_S)
         except asyncio.TimeoutError:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                process.kill()
             await process.wait()
 
 
@@ -59,6 +61,7 @@ class StudioServer(Server):
         self.token_cookie = f"studio-token-{port}"
         self.visitor_cookie = f"studio-visitor-{port}"
         self.services: set[StudioAppService] = set()
+        self._endings: set[asyncio.Future] = set()  # studios being stopped (held here: the loop keeps weak references)
 
     async def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self.require_token])
@@ -116,12 +119,6 @@ class StudioServer(Server):
     async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
         if not self.sessions.enter():  # filled up between this visitor's page and their websocket
             return self.full_page()
-        try:
-            return await self._run_studio(request)
-        finally:
-            self.sessions.leave()
-
-    async def _run_studio(self, request: web.Request) -> web.WebSocketResponse:
         websocket = web.WebSocketResponse(heartbeat=15)
         visitor = request.cookies.get(self.visitor_cookie)
         if not is_visitor(visitor):
@@ -140,15 +137,24 @@ class StudioServer(Server):
             self.services.add(service)
             await service.start(to_int(request.query.get("width", "80"), 80), to_int(request.query.get("height", "24"), 24))
             await self._process_messages(websocket, service)
-        except asyncio.CancelledError:
-            await websocket.close()
         except Exception as error:  # a broken browser message: that visitor's studio ends, the room goes on
             log.exception("a visitor's studio failed: %s", error)
         finally:
+            # aiohttp cancels the handler of a closed connection: the studio's end must not be cancelled with it
+            ending = asyncio.ensure_future(self._end(service))
+            self._endings.add(ending)
+            ending.add_done_callback(self._endings.discard)
+            await asyncio.shield(ending)
+        return websocket
+
+    async def _end(self, service: StudioAppService | None) -> None:
+        """Stop the visitor's studio (killed when it will not quit), then free their place."""
+        try:
             if service is not None:
                 await service.stop()
                 self.services.discard(service)
-        return websocket
+        finally:
+            self.sessions.leave()
 
     def studio_command(self, visitor: str) -> str:
         """The visitor's studio: exec'd by the shell, so that the process textual-serve holds is the studio itself."""
@@ -161,7 +167,7 @@ class StudioServer(Server):
         self.console.print("Press Ctrl+C to stop (every visitor's studio stops with it).", highlight=False)
 
     async def on_shutdown(self, app: web.Application) -> None:
-        await asyncio.gather(*(service.stop() for service in list(self.services)))
+        await asyncio.gather(*(service.stop() for service in list(self.services)), *list(self._endings))
 
 
 def room_url(host: str, port: int, token: str | None) -> str:

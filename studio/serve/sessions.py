@@ -44,8 +44,13 @@ def needs_token(host: str) -> bool:
         return True
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(12)
+def invitation_token(host: str, given: str | None) -> str | None:
+    """The token every request must show: the one given, else a new one when the room can reach the server."""
+    if given is not None:
+        if not given:
+            raise ValueError("--token must not be empty")
+        return given
+    return secrets.token_urlsafe(12) if needs_token(host) else None
 
 
 def new_visitor() -> str:
