@@ -16,12 +16,13 @@ from textual.widgets import TabbedContent
 
 from studio.data import Conversation
 from studio.masking import Example
-from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, StepRecord
+from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, ProbeAnswer, StepRecord
 from studio.tui.chat_backend import ModelChoice
 
 SCRIPTED_MODEL = object()  # what ScriptedTrainer.snapshot_model() returns
 TOKENS_PER_SECOND = 12_000.0
 TRAINED_TOKENS_PER_SECOND = 4_000.0
+PROBE_PROMPTS = ("O que é um token?", "Explique o treino.")
 
 
 def scripted_loss(step: int, total_steps: int) -> float:
@@ -62,6 +63,8 @@ class ScriptedTrainer:
             ))
             if step % eval_every == 0:
                 self.metrics.record_val(step, scripted_loss(step, total) + 0.2)
+                for index, prompt in enumerate(PROBE_PROMPTS):  # answers that change with the step, as the real ones do
+                    self.metrics.record_probe(ProbeAnswer(step, index, prompt, f"resposta {index} no passo {step}", "eos"))
         checkpoint = Path(self.config.out_dir or "checkpoints/scripted") / "checkpoint"
         self.metrics.record_checkpoint(str(checkpoint))
         if self._stop.is_set():
@@ -99,6 +102,9 @@ ANSWERS = {  # the base model rambles on until the token limit; the tuned one an
     BASE.key: ("### Comando: e depois mais texto sem parar", "max_tokens"),
     TUNED.key: ("Lisboa é a capital de Portugal.", "eos"),
 }
+
+
+REFERENCE_LOSS = {BASE.key: 3.25, TUNED.key: 0.75}
 
 
 @dataclass
@@ -148,6 +154,17 @@ class FakeChatBackend:
         words = answer.split(" ")
         pieces = [word if index == 0 else " " + word for index, word in enumerate(words)]
         return ScriptedReply(pieces, self.piece_delay, should_stop, end_reason)
+
+    def answer(self, choice: ModelChoice, prompt, index: int, sampling, should_stop):
+        """The evaluate pane's answers: the same replayed text, whole (studio.evaluation.answers.Answer)."""
+        from studio.evaluation.answers import Answer
+
+        self.calls.append(StreamCall(choice, prompt.conversation, sampling))
+        text, end_reason = ANSWERS[choice.key]
+        return Answer(text, end_reason, len(text.split()), 0.0)
+
+    def reference_loss(self, choice: ModelChoice, prompts, should_stop) -> float:
+        return REFERENCE_LOSS[choice.key]
 
 
 async def wait_until(pilot, condition, timeout: float = 5.0, what: str = "condition") -> None:

@@ -175,3 +175,13 @@ def test_eval_answers_every_turn_of_a_conversation_given_the_true_history(run_di
     assert cli.main(["eval", "--checkpoint", str(run_dir), "--dataset", dataset, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["prompts"] == 2
     assert seen[1].turns[1].text == "resposta que o modelo não deu"  # the dataset's answer, not the model's
+
+
+def test_check_losses_lists_the_worst_examples_with_file_and_line(run_dir, tmp_path, capsys):
+    taught = [{"instruction": q, "response": a} for q, a in TAUGHT.items()]
+    dataset = write_dataset(tmp_path / "data.jsonl", [*taught, {"instruction": "oi", "response": "resposta que nunca viu"}])
+    assert cli.main(["check", "--dataset", dataset, "--losses", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split() for line in out.splitlines() if line.startswith("  ") and f"{dataset}:" in line]
+    assert [row[1] for row in listed][0] == f"{dataset}:3"  # the answer it was never taught is the worst
+    assert len(listed) == 3 and float(listed[0][0]) > float(listed[1][0]) >= float(listed[2][0])

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="lint a dataset: formats, lengths, truncation, duplicates, mojibake")
     add_dataset_options(check)
     check.add_argument("--strict", action="store_true", help="exit non-zero on any lint finding")
+    check.add_argument("--losses", type=Path, metavar="CHECKPOINT", help="also list the 20 examples this checkpoint gets most wrong")
     check.set_defaults(handler=cmd_check)
 
     chat = commands.add_parser("chat", help="talk to a checkpoint: one --prompt, or a conversation")

@@ -95,6 +95,10 @@ def cmd_check(args, console: Console) -> int:
         raise invalid_records_error(args.dataset, result)
     if report.flag_counts.get(ALL_MASKED, 0) == len(report.conversations):
         raise CliError(f"{args.dataset}: no example has a trained token", EXIT_BAD_RECORDS)
+    if args.losses:
+        from studio.cli.eval_command import print_worst_examples  # imports torch: only when asked
+
+        print_worst_examples(args.losses, result.conversations, console)
     if args.strict and not report.clean:
         raise CliError(f"{args.dataset}: lint findings above (--strict)", EXIT_BAD_RECORDS)
     console.print("[green]clean[/]" if report.clean and not result.errors else "usable")

@@ -1,4 +1,5 @@
-"""`studio eval`: one or two models answer a prompt set; the metrics side by side, as a table, JSON or an HTML report."""
+"""`studio eval`: one or two models answer a prompt set; the metrics side by side, as a table, JSON or an HTML report.
+And `studio check --losses`: the examples a model gets most wrong."""
 
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ def cmd_eval(args, console: Console) -> int:
     from studio.cli.model_commands import sampling_config
     from studio.devices import best_device
     from studio.evaluation.answers import from_checkpoint
-    from studio.evaluation.compare import METRICS, evaluate, format_metric
+    from studio.evaluation.compare import evaluate
     from studio.evaluation.prompts import prompts_from_conversations
     from studio.evaluation.ratings import ratings_path, summary_of_file
     from studio.evaluation.report import write_report
+    from studio.evaluation.scores import METRICS, format_metric
 
     errors = Console(stderr=True, highlight=False)
     paths_given = args.models or [checkpoint.latest(paths.CHECKPOINTS_DIR)]
@@ -81,3 +83,31 @@ def cmd_eval(args, console: Console) -> int:
     table.add_row("seconds", *(f"{model.seconds:.1f}" for model in evaluation.models))
     console.print(table)
     return 0
+
+
+WORST_SHOWN = 20
+
+
+def print_worst_examples(checkpoint_path: Path, conversations: list, console: Console) -> None:
+    """The WORST_SHOWN examples with the highest masked loss under a checkpoint (its template and tokenizer, cut
+    at its context as training would), with file:line: where to look first for bad data or a hard case."""
+    from studio import checkpoint
+    from studio.devices import best_device
+    from studio.evaluation.losses import example_losses, worst
+    from studio.masking import build_examples
+    from studio.rows import row_tokens
+    from studio.templates import get_template
+
+    try:
+        loaded = checkpoint.load(checkpoint_path, device=best_device())
+    except checkpoint.CheckpointError as error:
+        raise CliError(str(error)) from None
+    template = get_template(loaded.config["template"])
+    examples = build_examples(conversations, template, loaded.tokenizer, row_tokens(loaded.model.config.context_size)).examples
+    losses = example_losses(loaded.model, examples, loaded.tokenizer.pad_id)
+    console.print(f"worst examples under {loaded.path} ({template.name}, loss over the answer tokens):",
+                  soft_wrap=True, markup=False)
+    instructions = {conversation.source: conversation.first_instruction for conversation in conversations}
+    for item in worst(losses, WORST_SHOWN):
+        instruction = " ".join(instructions.get(item.source, "").split())
+        console.print(f"  {item.loss:7.3f}  {item.source}  {instruction[:60]}", soft_wrap=True, markup=False)

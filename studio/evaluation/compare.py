@@ -15,20 +15,9 @@ from studio.data import Conversation, Turn
 from studio.evaluation.answers import Answer, EvalModel, answer_all
 from studio.evaluation.losses import example_losses, mean_loss
 from studio.evaluation.prompts import EvalPrompt
-from studio.evaluation.scores import AnswerScores, score_answers
+from studio.evaluation.scores import METRICS, AnswerScores, score_answers
 from studio.masking import build_example
 from studio.sampling import SamplingConfig
-
-METRICS = (  # (key, label, format) in table order; the HTML report and the pane use the same
-    ("exact_match", "exact match", "{:.1%}"),
-    ("chrf", "chrF", "{:.1f}"),
-    ("rouge_l", "ROUGE-L", "{:.3f}"),
-    ("eos_rate", "stops at end token", "{:.1%}"),
-    ("mean_length", "mean length (chars)", "{:.0f}"),
-    ("distinct_2", "distinct-2", "{:.3f}"),
-    ("loss", "reference loss", "{:.3f}"),
-    ("perplexity", "reference perplexity", "{:.2f}"),
-)
 
 
 @dataclass
@@ -96,9 +85,3 @@ def evaluate(models: list[EvalModel], prompts: list[EvalPrompt], sampling: Sampl
         report = None if progress is None else (lambda done, number=number: progress(number, done))
         evaluation.models.append(evaluate_model(model, prompts, sampling, should_stop, report))
     return evaluation
-
-
-def format_metric(key: str, value) -> str:
-    if value is None:
-        return "–"
-    return next(fmt for name, _, fmt in METRICS if name == key).format(value)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from studio.evaluation.compare import METRICS, format_metric
 from studio.evaluation.ratings import CRITERIA, Summary
+from studio.evaluation.scores import METRICS, format_metric
 
 REPORT_FILE = "eval-report.html"
 COLOURS = ("#4c72b0", "#dd8452")  # model A, model B

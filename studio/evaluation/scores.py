@@ -15,6 +15,17 @@ from dataclasses import dataclass
 
 WORD = re.compile(r"\w+")
 
+METRICS = (  # (key, label, format) in table order: the CLI, the HTML report and the pane show the same
+    ("exact_match", "exact match", "{:.1%}"),
+    ("chrf", "chrF", "{:.1f}"),
+    ("rouge_l", "ROUGE-L", "{:.3f}"),
+    ("eos_rate", "stops at end token", "{:.1%}"),
+    ("mean_length", "mean length (chars)", "{:.0f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("loss", "reference loss", "{:.3f}"),
+    ("perplexity", "reference perplexity", "{:.2f}"),
+)
+
 
 class _UnicodeWords:
     """rouge-score's tokenizer interface: tokenize(text) -> tokens."""
@@ -86,3 +97,9 @@ def score_answers(answers: list[str], stop_reasons: list[str], references: list[
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
+
+
+def format_metric(key: str, value) -> str:
+    if value is None:
+        return "–"
+    return next(fmt for name, _, fmt in METRICS if name == key).format(value)

@@ -1,4 +1,4 @@
-"""StudioApp: the four panes, the keys that move between them, and the state they share.
+"""StudioApp: the five panes, the keys that move between them, and the state they share.
 
 The App owns what outlives a pane: the opened dataset (`workspace`), the selected conversation,
 the mask settings, the training worker with its `metrics` buffer and `trainer`, and the chat
@@ -32,6 +32,7 @@ from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected, TorchReady
 from studio.tui.panes.chat import ChatPane
 from studio.tui.panes.dataset import DatasetPane
+from studio.tui.panes.evaluate import EvaluatePane
 from studio.tui.panes.mask import MaskPane
 from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
@@ -43,6 +44,7 @@ PANES = (
     ("mask", "Mask", MaskPane),
     ("train", "Train", TrainPane),
     ("chat", "Chat", ChatPane),
+    ("evaluate", "Evaluate", EvaluatePane),
 )
 # Keys a browser keeps for itself whatever the page does (ctrl+n a new window, ctrl+t a new tab): in the browser
 # (`studio serve`) these bindings answer to their other key, which the footer then shows.
@@ -67,6 +69,7 @@ class StudioApp(App):
         Binding("2,f2", "show_pane('mask')", "Mask", show=False, id="pane.mask"),
         Binding("3,f3", "show_pane('train')", "Train", show=False, id="pane.train"),
         Binding("4,f4", "show_pane('chat')", "Chat", show=False, id="pane.chat"),
+        Binding("5,f5", "show_pane('evaluate')", "Evaluate", show=False, id="pane.evaluate"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, id="app.quit_ctrl_c"),
@@ -76,6 +79,7 @@ class StudioApp(App):
         ("Show the mask pane", "which tokens are trained", "show_pane('mask')"),
         ("Show the train pane", "start, watch and stop training", "show_pane('train')"),
         ("Show the chat pane", "talk to the model", "show_pane('chat')"),
+        ("Show the evaluate pane", "rate two models' answers, blind; automatic metrics", "show_pane('evaluate')"),
         ("Help", "keys and what the mask colours and glyphs mean", "help"),
         ("Quit", "stops training first, saving a checkpoint", "quit"),
     ]

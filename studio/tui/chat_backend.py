@@ -1,4 +1,5 @@
-"""What the chat pane talks to: the models one can chat with, and their streamed answers.
+"""What the chat and evaluate panes talk to: the models one can chat with, their streamed answers, and their
+answers and reference loss on an evaluation's prompts.
 
 Torch-free at import (the app imports this before torch has loaded): the engine modules
 are imported inside the methods, which the chat pane calls from thread workers.
@@ -69,14 +70,35 @@ class ChatBackend:
         """
         from studio.generate import stream_reply
 
+        model, tokenizer, template = self._model(choice)
+        return stream_reply(model, tokenizer, template, conversation, sampling, should_stop)
+
+    def answer(self, choice: ModelChoice, prompt, index: int, sampling, should_stop: Callable[[], bool]):
+        """The model's answer (studio.evaluation.answers.Answer) to prompt number `index` of an evaluation's set."""
+        from studio.evaluation.answers import answer
+
+        return answer(self._eval_model(choice), prompt, index, sampling, should_stop)
+
+    def reference_loss(self, choice: ModelChoice, prompts: list, should_stop: Callable[[], bool]) -> float | None:
+        """The masked loss of the prompts' reference answers (studio.evaluation EvalPrompt) under the model."""
+        from studio.evaluation.compare import reference_loss
+
+        return reference_loss(self._eval_model(choice), prompts, should_stop)
+
+    def _eval_model(self, choice: ModelChoice):
+        from studio.evaluation.answers import EvalModel
+
+        model, tokenizer, template = self._model(choice)
+        return EvalModel(choice.key, choice.label, model, tokenizer, template, choice.stage)
+
+    def _model(self, choice: ModelChoice):
+        """(model, tokenizer, template): the live weights copied now, or a checkpoint (cached)."""
         if choice.kind == "live":
             trainer = self._prepared_trainer()
             if trainer is None:
                 raise ChatError("no model is being trained right now: pick a checkpoint")
-            model, tokenizer, template = trainer.snapshot_model(), trainer.tokenizer, trainer.template
-        else:
-            model, tokenizer, template = _load(choice.key)
-        return stream_reply(model, tokenizer, template, conversation, sampling, should_stop)
+            return trainer.snapshot_model(), trainer.tokenizer, trainer.template
+        return _load(choice.key)
 
     def _prepared_trainer(self):
         """The app's trainer while it trains a model (`model` is set after preparation), else None.

@@ -37,6 +37,7 @@ class TrainPane(Widget):
         Binding("x", "stop_training", "Stop", id="train.stop"),
         Binding("l", "toggle_log_scale", "Log loss", id="train.log_scale"),
         Binding("e", "edit_settings", "Settings", id="train.settings"),
+        Binding("a", "probe_timeline", "Answers", id="train.probe_timeline"),
         Binding("escape", "leave_settings", "Leave the form", show=False, id="train.leave_settings"),
     ]
     PALETTE = [  # the palette adds "Train: " and the keys
@@ -44,6 +45,7 @@ class TrainPane(Widget):
         ("Pause / resume", "Pause the running training, or resume it", "toggle_pause"),
         ("Stop", "Stop training; the model so far is saved as a checkpoint", "stop_training"),
         ("Log scale", "Plot log10(loss) to see the slow late progress", "toggle_log_scale"),
+        ("Probe answers", "The newest answers to the probe prompts, or one prompt's answers step by step", "probe_timeline"),
         ("Edit settings", "Move to the form: stage, start from, preset, steps, …; tab moves on", "edit_settings"),
     ]
 
@@ -54,6 +56,7 @@ class TrainPane(Widget):
         self._events_seen = 0
         self._version_followed = -1  # metrics version last followed while the pane was hidden
         self._training_seen = False  # the run has reached RUNNING (its data is built)
+        self._timeline: int | None = None  # the probe whose answers are shown step by step; None: the newest answers
 
     def compose(self) -> ComposeResult:
         yield TrainForm(id="train-form")
@@ -113,6 +116,16 @@ class TrainPane(Widget):
         """Out of a field and back to Start, where the pane's keys work again (in a field they type)."""
         self.query_one("#train-start").focus()
 
+    def action_probe_timeline(self) -> None:
+        """Cycle: the newest answers → probe 1's timeline → probe 2's → … → the newest answers."""
+        probes = self._snapshot.probes if self._snapshot else ()
+        count = len({p.index for p in probes})
+        if not count:
+            self.notify("No probe answers yet: they come at each validation step of an SFT run")
+            return
+        self._timeline = 0 if self._timeline is None else (self._timeline + 1 if self._timeline + 1 < count else None)
+        self.query_one(LiveRun).show_probes(probes, self._timeline)
+
     def action_toggle_log_scale(self) -> None:
         plot = self.query_one(LossPlot)
         plot.log_scale = not plot.log_scale
@@ -165,6 +178,8 @@ class TrainPane(Widget):
             self._snapshot = metrics.snapshot()
             self._follow_run(self._snapshot)
             self.query_one(LiveRun).show_progress(self._snapshot)
+            if previous is None or len(previous.probes) != len(self._snapshot.probes):
+                self.query_one(LiveRun).show_probes(self._snapshot.probes, self._timeline)
             if previous is None or previous.status != self._snapshot.status:
                 self._show_status(self._snapshot.status)
         self.query_one(LossPlot).show(self._snapshot)  # also when unchanged: it may have skipped the last version

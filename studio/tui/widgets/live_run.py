@@ -10,10 +10,28 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ProgressBar, Static
 
-from studio.metrics import IDLE, RUNNING, Snapshot
+from studio.metrics import IDLE, RUNNING, ProbeAnswer, Snapshot
 from studio.tui.widgets.loss_plot import LossPlot
 
 IDLE_HINT = "press s to start training"
+TIMELINE_ROWS = 5  # steps shown in one probe's timeline (the newest)
+
+
+def probe_text(probes: tuple[ProbeAnswer, ...], timeline: int | None, rows: int) -> str:
+    """Answers to the probe prompts as the model learns: the newest step's, or one prompt's over the steps."""
+    newest = probes[-1].step
+    if timeline is None:
+        lines = [f"answers at step {newest} (a: one prompt's timeline)"]
+        lines += [f"{p.index + 1} {p.prompt} → {_one_line(p.answer)}" for p in probes if p.step == newest]
+        return "\n".join(lines)
+    chosen = [p for p in probes if p.index == timeline]
+    lines = [f"probe {timeline + 1}: {chosen[0].prompt if chosen else ''} (a: next)"]
+    lines += [f"step {p.step:>5} → {_one_line(p.answer)}" for p in chosen[-rows:]]
+    return "\n".join(lines)
+
+
+def _one_line(answer: str) -> str:
+    return answer.replace("\n", " ⏎ ") if answer else "(nothing: the end token came first)"
 
 
 def format_duration(seconds: float) -> str:
@@ -36,6 +54,7 @@ class LiveRun(Vertical):
             yield ProgressBar(total=None, show_eta=False, id="train-progress")
         yield Static(IDLE_HINT, id="train-status", markup=False)  # messages hold paths
         yield Static("", id="train-numbers", markup=False)
+        yield Static("", id="train-probes", markup=False)
 
     def show_progress(self, snapshot: Snapshot) -> None:
         """Step, ETA, status and numbers; the curve is LossPlot.show's, which decides itself when to redraw."""
@@ -51,6 +70,13 @@ class LiveRun(Vertical):
         if status != status_line.content:  # wraps a long message; changes with the status only
             status_line.update(status)
         self.query_one("#train-numbers", Static).update(self._numbers_text(snapshot), layout=False)  # fixed size
+
+    def show_probes(self, probes: tuple[ProbeAnswer, ...], timeline: int | None) -> None:
+        """The newest probe answers (one line each), or with `timeline` one probe's answers step by step."""
+        box = self.query_one("#train-probes", Static)
+        box.display = bool(probes)
+        if probes:
+            box.update(probe_text(probes, timeline, TIMELINE_ROWS))
 
     @staticmethod
     def _status_text(snapshot: Snapshot) -> str:

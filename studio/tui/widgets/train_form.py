@@ -39,6 +39,7 @@ NUMBER_FIELDS = (
     NumberField("lr", "LR", float),
     NumberField("batch_size", "Batch", int),
     NumberField("context_size", "Context", int),
+    NumberField("probes", "Probes", int),
 )
 
 

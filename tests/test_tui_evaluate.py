@@ -1,0 +1,117 @@
+"""Evaluate pane, driven by key presses against FakeChatBackend (base and tuned answer every prompt the same way)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch  # noqa: F401  (imported here, not in the 5 s the app is given to settle: the shared machine is slow)
+from textual.widgets import Static
+
+from fakes import ANSWERS, BASE, TUNED, FakeChatBackend, show_pane, wait_until
+from studio.evaluation.ratings import summary_of_file
+from studio.tui.panes.evaluate import EvaluatePane
+from tui_helpers import SMALL_DATASET, StudioTestApp
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the fake models' keys are relative: ratings go to tuned/ratings.jsonl here
+
+
+def screen_text(pane: EvaluatePane, *ids: str) -> str:
+    return "\n".join(str(pane.query_one(f"#{i}", Static).render()) for i in ids)
+
+
+async def answered(pilot) -> EvaluatePane:
+    await show_pane(pilot, "5", "evaluate")
+    pane = pilot.app.query_one(EvaluatePane)
+    await wait_until(pilot, lambda: len(pane.choices) == 2, what="the model list")
+    await pilot.press("r")
+    await wait_until(pilot, lambda: pane.session is not None, what="the answers")
+    await pilot.pause()
+    return pane
+
+
+async def test_f5_shows_the_pane_and_r_answers_with_both_models():
+    backend = FakeChatBackend()
+    app = StudioTestApp(SMALL_DATASET, chat_backend=backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await show_pane(pilot, "f5", "evaluate")
+        pane = await answered(pilot)
+        assert len(pane.prompts) == len({call.conversation for call in backend.calls}) > 1
+        assert {call.choice.key for call in backend.calls} == {BASE.key, TUNED.key}  # A: the base, B: the tuned
+        assert pane.prompts[0].answers == {"A": ANSWERS[BASE.key][0], "B": ANSWERS[TUNED.key][0]}
+        metrics = screen_text(pane, "eval-metrics")
+        assert "stops at end token" in metrics and "0.0%" in metrics and "100.0%" in metrics  # base rambles, tuned stops
+
+
+async def test_blind_rating_by_keyboard_never_shows_which_model_is_which(tmp_path):
+    app = StudioTestApp(SMALL_DATASET, chat_backend=FakeChatBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await answered(pilot)
+        for step in range(len(pane.prompts)):
+            shown = screen_text(pane, "eval-left", "eval-right")
+            assert "left" in shown and "right" in shown
+            assert BASE.label not in shown and TUNED.label not in shown and "A:" not in shown and "B:" not in shown
+            await pilot.press("j")
+        await pilot.press(*"kkkkkkkkkkkk")  # back to the first prompt
+        await pilot.press("c", "4", "2", "a", "5")  # coherence left 4, right 2; adherence left 5
+        await pilot.press("j", "u", "l", "3")  # next prompt: usefulness, right 3
+        lines = [json.loads(line) for line in (tmp_path / "tuned" / "ratings.jsonl").read_text().splitlines()]
+        first, second = pane.prompts[0], pane.prompts[1]
+        left, right = pane.session.sides(first)
+        assert [(l["prompt"], l["criterion"], l["model"], l["score"]) for l in lines] == [
+            (first.prompt, "coherence", left, 4), (first.prompt, "coherence", right, 2), (first.prompt, "adherence", left, 5),
+            (second.prompt, "usefulness", pane.session.sides(second)[1], 3)]
+        assert all(line["blind"] and line["answers"] == first.answers for line in lines[:3])
+        assert len({pane.session.sides(p) for p in pane.prompts}) == 2 or len(pane.prompts) < 4  # sides do get shuffled
+        await pilot.press("b")  # blind off: the models are named
+        assert "A: base · pretrain" in screen_text(pane, "eval-left", "eval-right")
+
+
+async def test_a_session_continues_where_it_stopped_and_the_summary_matches_the_file(tmp_path):
+    app = StudioTestApp(SMALL_DATASET, chat_backend=FakeChatBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        pane = await answered(pilot)
+        await pilot.press(*"c12345432")  # every criterion of prompt 1, both sides
+        await pilot.press("j", "c", "5", "1")
+        await pilot.press("e", *"repete", "enter")
+    path = tmp_path / "tuned" / "ratings.jsonl"
+    again = StudioTestApp(SMALL_DATASET, chat_backend=FakeChatBackend())
+    async with again.run_test(size=(100, 30)) as pilot:
+        pane = await answered(pilot)
+        assert pane.index == 1  # the first prompt not fully rated
+        assert "continuing ratings.jsonl (10 ratings)" in screen_text(pane, "eval-status")
+        assert "note: repete" in screen_text(pane, "eval-left")
+        summary = summary_of_file(path)
+        assert pane.session.summary() == summary
+        assert (summary.wins + summary.ties + summary.losses) == 2
+        shown = screen_text(pane, "eval-summary")
+        assert f"win {summary.rate(summary.wins):.0%}" in shown
+
+
+async def test_train_pane_shows_the_newest_probe_answers_and_one_prompts_timeline():
+    from fakes import PROBE_PROMPTS, ScriptedTrainer
+    from studio.metrics import DONE
+    from studio.tui.panes.train import TrainPane
+    from dataclasses import replace
+
+    from tui_helpers import scripted_config
+
+    app = StudioTestApp(SMALL_DATASET, trainer_factory=lambda c, m: ScriptedTrainer(c, m, step_seconds=0.001),
+                        chat_backend=FakeChatBackend())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await show_pane(pilot, "f3", "train")
+        pane = app.query_one(TrainPane)
+        app.start_training(replace(scripted_config(steps=30), eval_every=10))
+        await wait_until(pilot, lambda: app.metrics.status == DONE, what="the run")
+        await wait_until(pilot, lambda: "step 30" in str(pane.query_one("#train-probes").render()), what="the probes")
+        shown = str(pane.query_one("#train-probes").render())
+        assert f"{PROBE_PROMPTS[0]} → resposta 0 no passo 30" in shown and "resposta 1 no passo 30" in shown
+        await pilot.press("a", "a")  # the newest answers → probe 1's timeline → probe 2's
+        timeline = str(pane.query_one("#train-probes").render())
+        assert PROBE_PROMPTS[1] in timeline and PROBE_PROMPTS[0] not in timeline
+        assert [f"step {s:>5} → resposta 1 no passo {s}" in timeline for s in (10, 20, 30)] == [True] * 3
+        await pilot.press("a")
+        assert "answers at step 30" in str(pane.query_one("#train-probes").render())
