@@ -11,7 +11,8 @@ from studio import checkpoint, cli, data
 from studio.masking import segments_to_tokens
 from studio.model import GPT, GPTConfig
 from studio.models.chat_template import conversation_messages, tokenized_text
-from studio.models.export import ExportError, export_checkpoint, gpt2_weights
+from studio.models.export import export_checkpoint
+from studio.models.gpt2_export import UnmappableModel, gpt2_weights
 from studio.templates import TEMPLATES, get_template
 from studio.tokenizer import train_tokenizer
 from train_helpers import TEST_PRESET, small_setup, write_dataset  # noqa: F401 (fixture)
@@ -149,5 +150,5 @@ def test_export_replaces_an_earlier_export(tmp_path):
 def test_an_output_layer_bias_is_refused_not_dropped():
     model = GPT(GPTConfig(vocab_size=10, context_size=8, d_model=8, n_heads=2, n_layers=1, tie_weights=False))
     model.lm_head.bias = torch.nn.Parameter(torch.ones(10))
-    with pytest.raises(ExportError, match=r"output-layer bias \(lm_head.bias\)"):
+    with pytest.raises(UnmappableModel, match=r"output-layer bias \(lm_head.bias\)"):
         gpt2_weights(model)
