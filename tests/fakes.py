@@ -166,6 +166,10 @@ class FakeChatBackend:
     def reference_loss(self, choice: ModelChoice, prompts, should_stop) -> float:
         return REFERENCE_LOSS[choice.key]
 
+    def conversation_losses(self, choice: ModelChoice, conversations, should_stop) -> list[float]:
+        """A loss that grows with the instruction's length: the longest instruction is the worst example."""
+        return [len(conversation.first_instruction) / 10 for conversation in conversations]
+
 
 async def wait_until(pilot, condition, timeout: float = 5.0, what: str = "condition") -> None:
     """Let the app run until condition() is true (the fakes' threads make progress meanwhile)."""

@@ -9,7 +9,7 @@ import torch
 
 from studio.data import Conversation, Turn
 from studio.evaluation import ratings as ratings_module
-from studio.evaluation.losses import example_losses, mean_loss, worst
+from studio.evaluation.losses import conversation_losses, example_losses, mean_loss, worst
 from studio.evaluation.ratings import RatedPrompt, RatingSession, ratings_path, summary_of_file
 from studio.evaluation.report import render
 from studio.evaluation.scores import chrf, distinct_n, exact_match, rouge_l, score_answers
@@ -67,6 +67,8 @@ def test_example_losses_are_the_models_masked_mean_loss():
     assert mean_loss(losses) == pytest.approx(weighted)
     assert [w.index for w in worst(losses, 2)] == sorted(range(3), key=lambda i: -losses[i].loss)[:2]
     assert model.training  # put back as it was
+    # a conversation's loss is its examples' (one each here), in order
+    assert conversation_losses(model, tokenizer, template, conversations) == pytest.approx([item.loss for item in losses])
 
 
 # ── ratings ────────────────────────────────────────────────────────────────────────────────────────

@@ -115,3 +115,29 @@ async def test_train_pane_shows_the_newest_probe_answers_and_one_prompts_timelin
         assert [f"step {s:>5} → resposta 1 no passo {s}" in timeline for s in (10, 20, 30)] == [True] * 3
         await pilot.press("a")
         assert "answers at step 30" in str(pane.query_one("#train-probes").render())
+
+
+async def test_dataset_pane_sorts_worst_first_and_enter_opens_the_heat_map():
+    from textual.widgets import TabbedContent
+
+    from studio.tui.panes.dataset import DatasetPane
+    from studio.tui.panes.mask import MaskPane
+    from tui_helpers import settle
+
+    app = StudioTestApp(SMALL_DATASET, chat_backend=FakeChatBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        pane = app.query_one(DatasetPane)
+        await pilot.press("w")
+        await wait_until(pilot, lambda: pane.losses is not None, what="the losses")
+        await pilot.pause()
+        lengths = [len(pane.workspace.conversations[i].first_instruction) for i in pane.matches]
+        assert lengths == sorted(lengths, reverse=True)  # the fake's loss grows with the instruction
+        worst = pane.matches[0]
+        assert pane.previewed == worst and f"{lengths[0] / 10:5.2f}" in str(pane.table.get_row_at(0)[-1])
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "mask" and app.query_one(MaskPane).heatmap
+        assert app.selected_index == worst
+        await pilot.press("1", "w")  # back to file order
+        assert pane.losses is None and pane.matches == sorted(pane.matches)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from studio.batching import collate, example_rows
-from studio.masking import IGNORE, Example
+from studio.masking import IGNORE, Example, conversation_examples
 from studio.rows import row_tokens
 
 BATCH = 16
@@ -73,3 +73,18 @@ def mean_loss(losses: list[ExampleLoss]) -> float | None:
 
 def worst(losses: list[ExampleLoss], count: int) -> list[ExampleLoss]:
     return sorted((item for item in losses if item.tokens), key=lambda item: item.loss, reverse=True)[:count]
+
+
+def conversation_losses(model, tokenizer, template, conversations: list, should_stop: Callable[[], bool] | None = None
+                        ) -> list[float | None]:
+    """Each conversation's loss (over the trained tokens of all its parts, cut to the model's context as training
+    cuts them), in order; None for one with no trained token or when should_stop() came first."""
+    parts = [conversation_examples(conversation, template, tokenizer, row_tokens(model.config.context_size))
+             for conversation in conversations]
+    losses = example_losses(model, [example for examples in parts for example in examples], tokenizer.pad_id, should_stop)
+    result, start = [], 0
+    for examples in parts:
+        mine = losses[start:start + len(examples)]
+        start += len(examples)
+        result.append(mean_loss(mine) if len(mine) == len(examples) else None)
+    return result

@@ -85,6 +85,13 @@ class ChatBackend:
 
         return reference_loss(self._eval_model(choice), prompts, should_stop)
 
+    def conversation_losses(self, choice: ModelChoice, conversations: list, should_stop: Callable[[], bool]) -> list:
+        """Each conversation's masked loss under the model (the dataset pane's worst-first order)."""
+        from studio.evaluation.losses import conversation_losses
+
+        model, tokenizer, template = self._model(choice)
+        return conversation_losses(model, tokenizer, template, conversations, should_stop)
+
     def _eval_model(self, choice: ModelChoice):
         from studio.evaluation.answers import EvalModel
 

@@ -61,12 +61,14 @@ class DatasetPane(Widget):
         Binding("slash", "focus_filter", "Filter", id="dataset.filter"),
         Binding("o", "open_dataset", "Open", id="dataset.open"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="dataset.clear_filter"),
+        Binding("w", "sort_by_loss", "Worst first", id="dataset.sort_by_loss"),
     ]
     PALETTE = [
         ("Open a dataset…", "type a path or pick a file under datasets/", "open_dataset"),
         ("Filter the examples", "words, a lint flag name, 'flagged', or #index", "focus_filter"),
         ("Show flagged examples only", "filter on 'flagged'", "show_flagged"),
         ("Clear the filter", "show every example", "clear_filter"),
+        ("Worst examples first", "sort by the current model's loss on each; enter shows its heat-map", "sort_by_loss"),
     ]
 
     @dataclass
@@ -86,6 +88,7 @@ class DatasetPane(Widget):
         self.matches: list[int] = []  # conversation indices matching the filter, in order
         self.previewed: int | None = None  # the conversation in the preview (the table's cursor)
         self.instruction_width = 40
+        self.losses: list[float | None] | None = None  # per conversation, when sorted worst first (key w)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dataset-list"):
@@ -162,6 +165,7 @@ class DatasetPane(Widget):
         self.previewed = None
         self.linted = [None] * len(workspace)
         self.lint_done = 0
+        self.losses = None
         filter_input = self.query_one("#dataset-filter", Input)
         with filter_input.prevent(Input.Changed):
             filter_input.value = ""
@@ -238,6 +242,9 @@ class DatasetPane(Widget):
     def _row(self, index: int) -> tuple:
         conversation = self.workspace.conversations[index]
         instruction = " ".join(conversation.first_instruction.split())
+        if self.losses is not None:
+            loss = self.losses[index]
+            instruction = f"{'  –  ' if loss is None else f'{loss:5.2f}'}  {instruction}"
         if len(instruction) > self.instruction_width:
             instruction = instruction[: self.instruction_width - 1] + "…"
         linted = self.linted[index]
@@ -283,6 +290,8 @@ class DatasetPane(Widget):
 
     def _apply_filter(self, query: str) -> None:
         self.matches = self.workspace.matching(query) if self.workspace else []
+        if self.losses is not None:  # worst first; examples without a loss last
+            self.matches.sort(key=lambda index: -1.0 if self.losses[index] is None else self.losses[index], reverse=True)
         self._fill_rows(0, keep=self.previewed)
         if not self.matches:
             self.query_one("#preview-heading", Static).update(Text(f"nothing matches {query!r}", style="italic"))
@@ -303,6 +312,40 @@ class DatasetPane(Widget):
         self.query_one("#dataset-filter", Input).value = FLAGGED
         self.table.focus()
 
+    def action_sort_by_loss(self) -> None:
+        """Toggle: the examples sorted by the current model's loss on them (worst first), or in file order."""
+        if self.losses is not None:
+            self.losses = None
+            self._apply_filter(self.query_one("#dataset-filter", Input).value)
+        elif self.workspace is not None and self.app.torch_ready:
+            self.query_one("#dataset-status", Static).update("computing each example's loss …")
+            self._compute_losses(self.workspace)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dataset-losses")
+    def _compute_losses(self, workspace: Workspace) -> None:
+        worker = get_current_worker()
+        choices = self.app.chat_backend.choices()  # the live model first while one trains, then the newest checkpoint
+        try:
+            if not choices:
+                raise ValueError("no model yet: train one first (F3)")
+            losses = self.app.chat_backend.conversation_losses(choices[0], workspace.conversations, lambda: worker.is_cancelled)
+        except Exception as error:  # no model, a broken checkpoint, a tokenizer that cannot read this dataset: one line
+            self.app.call_from_thread(self.notify, user_message(error), title="Cannot sort by loss", severity="error")
+            return
+        if not worker.is_cancelled and workspace is self.workspace:
+            self.app.call_from_thread(self._show_losses, losses, choices[0].label)
+
+    def _show_losses(self, losses: list, label: str) -> None:
+        self.losses, self.previewed = losses, None  # the cursor goes to the worst
+        self._apply_filter(self.query_one("#dataset-filter", Input).value)
+        self.notify(f"worst first by the loss of {label}; enter shows an example's heat-map", markup=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter on an example: its loss heat-map in the mask pane."""
+        self._select(int(event.row_key.value))  # every row has its conversation's index as key
+        self.app.action_show_pane("mask")
+        self.app.query_one("MaskPane").heatmap = True
+
     # ── status and preview ────────────────────────────────────────────────
     def _show_status(self) -> None:
         workspace = self.workspace
@@ -315,6 +358,8 @@ class DatasetPane(Widget):
             parts.append(f"{len(self.matches):,} match")
         if self.table.row_count < len(self.matches):
             parts.append(f"first {self.table.row_count:,} listed (↓ for more)")
+        if self.losses is not None:
+            parts.append("worst first by loss (w: file order)")
         if self.lint_done < len(workspace):
             parts.append(f"checking {self.lint_done:,}/{len(workspace):,}")
         else:
