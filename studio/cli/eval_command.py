@@ -28,6 +28,7 @@ def add_eval_options(parser) -> None:
     parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     parser.add_argument("--top-p", type=float, help="sample among the most likely tokens covering this probability")
     parser.add_argument("--seed", type=int, help="same seed, same answers when sampling (prompt i uses seed + i)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (1 is steadier on a busy machine)")
 
 
 def cmd_eval(args, console: Console) -> int:
@@ -44,6 +45,10 @@ def cmd_eval(args, console: Console) -> int:
     from studio.evaluation.scores import METRICS, format_metric
 
     errors = Console(stderr=True, highlight=False)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     paths_given = args.models or [checkpoint.latest(paths.CHECKPOINTS_DIR)]
     if paths_given[0] is None:
         raise CliError(f"no checkpoint under {paths.CHECKPOINTS_DIR.name}/; run `studio train` first")

@@ -76,6 +76,7 @@ class EvaluatePane(Widget):
         self.criterion = CRITERIA[0][1]
         self.side = 0
         self._writing = ""  # "note" | "prompt" while the input has the focus
+        self._defaults: dict = {}  # select id → the model it was given by default (not chosen by the person)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="eval-controls"):
@@ -143,11 +144,10 @@ class EvaluatePane(Widget):
             select = self.query_one(select_id, Select)
             chosen = select.value
             select.set_options(options)
-            keys = [key for _, key in options]
-            if chosen in keys:
-                select.value = chosen
+            if chosen in [key for _, key in options] and chosen != self._defaults.get(select_id):
+                select.value = chosen  # the person's choice stays
             elif default:
-                select.value = default[0]
+                select.value = self._defaults[select_id] = default[0]  # a newer model may be the default now
 
     def _choice(self, select_id: str):
         key = self.query_one(select_id, Select).value
@@ -236,6 +236,7 @@ class EvaluatePane(Widget):
     def _show_answers(self, a, b, rated: list[RatedPrompt], metrics: list[dict], sampling: dict, name: str) -> None:
         self.prompts, self.metrics = rated, metrics
         self.labels = {"A": a.label, "B": b.label}
+        self.add_class("-answered")
         path = self._ratings_file(b)
         self.session = RatingSession.open(path, {"A": a.key, "B": b.key}, sampling, blind=self.blind)
         self.index, self.criterion, self.side = self.session.first_unrated(rated), CRITERIA[0][1], 0
