@@ -2,19 +2,20 @@
 
 This is the one implementation the trainer, the mask pane and `studio mask` all
 call, so what a person sees highlighted is exactly what the loss is computed on.
-Each template segment is tokenized on its own, so no token straddles a trained /
-masked boundary and chat's generation prompt tokenizes to the same ids as training.
+Text is tokenized in runs that are all trained or all masked, so no token straddles a
+trained / masked boundary and chat's generation prompt tokenizes to the same ids as training.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, replace
+from itertools import accumulate
 
 from studio.data import Conversation
 from studio.rows import IGNORE
 from studio.templates import Template, rendered_text
 from studio.tokenizer import Tokenizer
-
 
 
 @dataclass(frozen=True)
@@ -131,19 +132,39 @@ def _token_count(conversation: Conversation, template: Template, tokenizer: Toke
 
 
 def segments_to_tokens(segments, tokenizer: Tokenizer, train_on_prompt: bool = False) -> list[Token]:
+    """Special segments become their one id; the text between them is tokenized in runs of segments that are all
+    trained or all masked, as the whole text would be (a BPE piece may join a user's text and the marker after it,
+    both masked), so no token straddles a trained / masked boundary. A token takes the role of the segment it
+    starts in."""
     tokens: list[Token] = []
     offset = 0
+    for run, trained in _runs(segments, train_on_prompt):
+        if run[0].special is not None:
+            end = offset + len(run[0].text)
+            tokens.append(Token(tokenizer.special_id(run[0].special), offset, end, run[0].role, trained, run[0].special))
+            offset = end
+            continue
+        ends = list(accumulate(len(segment.text) for segment in run))
+        text = "".join(segment.text for segment in run)
+        after_special = bool(tokens) and tokens[-1].special is not None
+        encoding = tokenizer.encode(text) if offset == 0 else tokenizer.encode_continuation(text, after_special)
+        for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
+            role = run[min(bisect_right(ends, start), len(run) - 1)].role
+            tokens.append(Token(token_id, offset + start, offset + end, role, trained))
+        offset += ends[-1]
+    return tokens
+
+
+def _runs(segments, train_on_prompt: bool):
+    """(segments, trained): each special segment alone, and maximal runs of text segments trained alike."""
+    runs: list[tuple[list, bool]] = []
     for segment in segments:
         trained = segment.trained or train_on_prompt
-        if segment.special is not None:
-            end = offset + len(segment.text)
-            tokens.append(Token(tokenizer.special_id(segment.special), offset, end, segment.role, trained, segment.special))
+        if segment.special is None and runs and runs[-1][0][-1].special is None and runs[-1][1] == trained:
+            runs[-1][0].append(segment)
         else:
-            encoding = tokenizer.encode(segment.text)
-            for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
-                tokens.append(Token(token_id, offset + start, offset + end, segment.role, trained))
-        offset += len(segment.text)
-    return tokens
+            runs.append(([segment], trained))
+    return runs
 
 
 def prompt_ids(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> list[int]:

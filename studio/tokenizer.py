@@ -62,6 +62,11 @@ class Tokenizer:
     def encode(self, text: str) -> Encoding:
         return self._encode_text(text)
 
+    def encode_continuation(self, text: str, after_special: bool) -> Encoding:
+        """Text inside a rendering, after a special token or after other text. The same as encode() here; a
+        SentencePiece-style tokenizer that marks the start of a text does not mark this (studio.models.hf_tokenizer)."""
+        return self.encode(text)
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of the ids; control tokens contribute nothing (they are not text), <unk> reads as U+FFFD."""
         unk = self.special_id(UNK)

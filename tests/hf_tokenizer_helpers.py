@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -81,3 +81,31 @@ def oracle(folder: Path):
 def as_messages(conversation) -> list[dict]:
     messages = [{"role": "system", "content": conversation.system}] if conversation.system else []
     return messages + [{"role": turn.role, "content": turn.text} for turn in conversation.turns]
+
+
+# Mistral / Llama-2's [INST] format: the text follows a space of the markup, and the answer one of its own
+INST_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def write_sentencepiece_folder(folder: Path, start_mark: str, texts: list[str]) -> Path:
+    """A Llama / Mistral-style BPE with byte fallback that marks the start of a text with "▁": by Metaspace
+    (prepend_scheme "first" or "always") or, like Llama-2's tokenizer.json, by a Prepend normalizer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first" if start_mark == "first" else "always")
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+                                  initial_alphabet=[f"<0x{byte:02X}>" for byte in range(256)])
+    tokenizer.train_from_iterator(texts + ["[INST] [/INST]"], trainer)
+    if start_mark == "normalizer":
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        tokenizer.pre_tokenizer = None
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+              "unk_token": "<unk>", "chat_template": INST_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder

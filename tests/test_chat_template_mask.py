@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 from hf_tokenizer_helpers import (
     DROPS_REASONING_TEMPLATE,
+    INST_TEMPLATE,
     QWEN2_GENERATION_TEMPLATE,
     as_messages,
     oracle,
+    write_sentencepiece_folder,
     write_tokenizer_folder,
 )
 
@@ -83,6 +85,24 @@ def test_rendering_and_ids_equal_transformers(qwen, path):
         expected = reference.apply_chat_template(as_messages(question), add_generation_prompt=True, return_dict=True)
         assert prompt_ids(question, template, tokenizer) == expected["input_ids"]
         assert example.ids[: len(expected["input_ids"])] == expected["input_ids"]  # chat sees what was trained
+
+
+@pytest.mark.parametrize("family", ["byte-level", "metaspace-first", "metaspace-always", "prepend-normalizer"])
+def test_text_after_a_space_of_the_markup_tokenizes_as_transformers_does(tmp_path, family):
+    """[INST] templates put the text after a space of the markup, which BPE joins to the text's first word; a
+    SentencePiece tokenizer marks the start of a text with "▁" (after special tokens too, or only at the start)."""
+    texts = conversation_texts(SAMPLE)
+    if family == "byte-level":
+        folder = write_tokenizer_folder(tmp_path, INST_TEMPLATE.replace("bos_token", "'<|endoftext|>'"), texts=texts)
+    else:
+        folder = write_sentencepiece_folder(tmp_path, family.split("-")[1], texts)
+    tokenizer, reference = load_pretrained_tokenizer(folder), oracle(folder)
+    template = get_template("model", tokenizer)
+    for conversation in data.load(SAMPLE).conversations[::3]:
+        conversation = Conversation(conversation.turns, source=conversation.source)  # [INST] has no system turn
+        example = build_example(conversation, template, tokenizer)
+        assert example.ids == reference.apply_chat_template(as_messages(conversation), return_dict=True)["input_ids"]
+        assert trained_runs(example) == [" " + turn.text for turn in conversation.turns if turn.role == "assistant"]
 
 
 def test_a_generation_marked_template_masks_what_transformers_masks(qwen_generation):

@@ -58,9 +58,12 @@ class PretrainedTokenizer(Tokenizer):
             if not 0 <= token_id < self.vocab_size:
                 raise ValueError(f"{source}: eos_token_id {token_id} is outside the vocabulary of {self.vocab_size}")
         self._newline_ids = fast.encode("\n", add_special_tokens=False).ids
-        # SentencePiece-style tokenizers (Metaspace, prepend "▁") treat every encode() as the start of a text;
-        # a segment in the middle of a chat must not get that prefix (transformers' encode_marked_chat does the same)
-        self._prefixes_text = self._raw("Hi").ids != self._after_newline("Hi").ids
+        # SentencePiece-style tokenizers (a "▁" prepended by Metaspace or a Prepend normalizer) mark the start of a
+        # text. Inside a rendered chat, text that continues other text must not get that mark (transformers'
+        # encode_marked_chat does the same); text right after a special token gets it only where this tokenizer
+        # marks every section between special tokens (a Prepend normalizer) rather than the first (Metaspace "first").
+        self._marks_start = self._raw("Hi").ids != self._after_newline("Hi").ids
+        self._marks_after_special = self._marks_start and self._section_after_special_is_marked()
 
     @property
     def chat_template(self) -> str | None:
@@ -105,8 +108,11 @@ class PretrainedTokenizer(Tokenizer):
         return stops
 
     def encode(self, text: str) -> Encoding:
-        encoding = self._after_newline(text) if self._prefixes_text and text else self._raw(text)
-        return Encoding(list(encoding.ids), [tuple(offset) for offset in encoding.offsets])
+        return _encoding(self._raw(text))
+
+    def encode_continuation(self, text: str, after_special: bool) -> Encoding:
+        marked = not self._marks_start or (after_special and self._marks_after_special)
+        return _encoding(self._raw(text) if marked or not text else self._after_newline(text))
 
     def decode(self, ids) -> str:
         return self.fast.decode(list(ids), skip_special_tokens=True)
@@ -134,6 +140,19 @@ class PretrainedTokenizer(Tokenizer):
         if list(encoding.ids[:skip]) != self._newline_ids:
             return self._raw(text)
         return _Shifted(encoding.ids[skip:], [(max(0, a - 1), max(0, b - 1)) for a, b in encoding.offsets[skip:]])
+
+
+    def _section_after_special_is_marked(self) -> bool:
+        parsing = FastTokenizer.from_str(self.fast.to_str())  # a copy that reads special tokens in text
+        parsing.encode_special_tokens = False
+        special = next(iter(self.special_tokens), None)
+        if special is None:
+            return False
+        return parsing.encode(special + "Hi", add_special_tokens=False).ids[1:] == self._raw("Hi").ids
+
+
+def _encoding(encoding) -> Encoding:
+    return Encoding(list(encoding.ids), [tuple(offset) for offset in encoding.offsets])
 
 
 class _Shifted:
