@@ -168,6 +168,20 @@ def test_an_answer_the_template_does_not_close_gets_the_eos_token(tmp_path):
     assert [t.id for t in example.tokens if t.trained][-1] == tokenizer.eos_id
 
 
+def test_cli_mask_template_model_trains_exactly_the_answers(qwen, capsys):
+    conversations = data.load(SAMPLE).conversations
+    for index in range(0, len(conversations), 4):
+        assert main(["mask", "--model", str(qwen), "--template", "model", "--dataset", str(SAMPLE), "--index", str(index),
+                     "--context", "100000", "--json"]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        covered = {i for t in payload["tokens"] if t["trained"] and "special" not in t for i in range(t["start"], t["end"])}
+        runs = "".join(c if i in covered else "\0" for i, c in enumerate(payload["text"])).split("\0")
+        answers = [turn.text for turn in conversations[index].turns if turn.role == "assistant"]
+        assert [run for run in runs if run] == answers
+        # <|im_end|> closes each answer; it is this tokenizer's eos_token, so --json names it "eos"
+        assert [t["special"] for t in payload["tokens"] if t["trained"] and "special" in t] == ["eos"] * len(answers)
+
+
 def test_cli_mask_and_check_use_the_models_tokenizer_and_template(qwen, capsys):
     assert main(["mask", "--model", str(qwen), "--dataset", str(SAMPLE), "--index", "2", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)

@@ -102,7 +102,10 @@ class PretrainedTokenizer(Tokenizer):
         if self.chat_template is not None:
             from studio.models.model_template import end_of_turn_token  # needs transformers, only for chat
 
-            end = end_of_turn_token(self)
+            try:
+                end = end_of_turn_token(self)
+            except ValueError:  # a template that cannot render a plain exchange (or no transformers): configs only
+                end = None
             if end is not None:
                 stops.add(self.special_tokens[end])
         return stops
