@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hf_tokenizer_helpers import (
     DROPS_REASONING_TEMPLATE,
     INST_TEMPLATE,
@@ -35,6 +37,16 @@ def qwen(tmp_path_factory):
 def qwen_generation(tmp_path_factory):
     return write_tokenizer_folder(tmp_path_factory.mktemp("qwen2-generation"), QWEN2_GENERATION_TEMPLATE,
                                   texts=conversation_texts(SAMPLE))
+
+
+_ORACLES = {}
+
+
+def oracle_for(folder):
+    """transformers' tokenizer of a folder, loaded once (hypothesis calls a test many times)."""
+    if folder not in _ORACLES:
+        _ORACLES[folder] = oracle(folder)
+    return _ORACLES[folder]
 
 
 def conversation_texts(path):
@@ -204,3 +216,24 @@ def test_model_template_needs_a_model_and_a_chat_template(tmp_path, capsys):
     folder = write_tokenizer_folder(tmp_path, chat_template=None)
     assert main(["mask", "--model", str(folder), "--dataset", str(SAMPLE)]) == 2
     assert capsys.readouterr().err.strip().endswith("has no chat_template; choose one of the studio's templates")
+
+
+MESSAGE_TEXT = st.lists(st.sampled_from([*"ab Zé🙂\n\t.", "<|im_end|>", "<|im_start|>", "<|endoftext|>", "assistant"]),
+                        max_size=12).map("".join)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(system=st.none() | MESSAGE_TEXT, texts=st.lists(st.tuples(MESSAGE_TEXT, MESSAGE_TEXT), min_size=1, max_size=3))
+def test_fuzzed_conversations_train_exactly_their_answers(qwen, system, texts):
+    tokenizer = load_pretrained_tokenizer(qwen)
+    template = get_template("model", tokenizer)
+    turns = tuple(Turn(role, text) for question, answer in texts for role, text in (("user", question), ("assistant", answer)))
+    conversation = Conversation(turns, system)
+    example = build_example(conversation, template, tokenizer)
+    assert example.text == oracle_for(qwen).apply_chat_template(as_messages(conversation), tokenize=False)
+    assert trained_runs(example) == [answer for _, answer in texts if answer]
+    assert [t.special for t in example.tokens if t.trained and t.special] == ["<|im_end|>"] * len(texts)
+    spans = [(s.start, s.end) for s in example.tokens]
+    assert all(start <= end for start, end in spans)
+    prompt = prompt_ids(conversation.without_last_answer(), template, tokenizer)
+    assert example.ids[: len(prompt)] == prompt and example.tokens[len(prompt)].trained

@@ -204,11 +204,13 @@ class ChatTemplate:
 
 
 def _messages(conversation: Conversation) -> list[dict]:
-    """Chat messages; an alpaca turn's input is folded into its content (a model's template knows no `input`)."""
+    """Chat messages; an alpaca turn's input is folded into its content (a model's template knows no `input`),
+    and an empty system prompt is no system prompt (as in studio.templates, where the default then applies)."""
     return [
         {"role": message["role"], "content": f"{message['content']}\n\n{message['input']}"} if "input" in message
         else message
         for message in conversation_messages(conversation)
+        if message["role"] != "system" or message["content"]
     ]
 
 
