@@ -13,6 +13,7 @@ import pytest
 
 from rich.console import Console
 from textual.command import CommandPalette
+from textual.messages import ExitApp
 from textual.widgets import OptionList, TabbedContent
 
 from fakes import wait_until
@@ -142,6 +143,20 @@ async def test_quit_while_training_stops_the_trainer_and_exits_promptly():
         assert time.monotonic() - started < 2
     assert app.metrics.status == STOPPED
     assert app.metrics.snapshot().checkpoints  # the trainer saved on its way out
+
+
+async def test_an_exit_without_q_saves_the_run_too():
+    """textual-serve ends a visitor's studio with ExitApp when their browser tab closes (studio serve)."""
+    factory = scripted_factory(step_seconds=0.01)
+    app = StudioTestApp(SMALL_DATASET, trainer_factory=factory)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.start_training(scripted_config())
+        await wait_until(pilot, lambda: app.metrics.status == RUNNING, what="training")
+        app.post_message(ExitApp())
+        await wait_until(pilot, lambda: not app.is_running, what="the exit")
+    assert app.metrics.status == STOPPED
+    assert app.metrics.snapshot().checkpoints
 
 
 class FailingTrainer:

@@ -34,21 +34,21 @@ VISITOR_COOKIE_DAYS = 2  # a reload within a workshop finds the visitor's runs a
 
 
 class StudioAppService(AppService):
-    """textual-serve's process for one websocket, made sure to end: killed when it outlives its quit by EXIT_GRACE_S."""
+    """textual-serve's process for one websocket, made sure to end: killed when it has not quit EXIT_GRACE_S after."""
 
     async def stop(self) -> None:
         process = self._process
-        try:
-            await asyncio.wait_for(super().stop(), EXIT_GRACE_S)
-        except asyncio.TimeoutError:
+        quitting = asyncio.ensure_future(self._quit(process))
+        done, _ = await asyncio.wait({quitting}, timeout=EXIT_GRACE_S)  # not wait_for: textual-serve swallows a cancel
+        if not done:
             log.warning("a studio did not quit within %.0f s: killing it", EXIT_GRACE_S)
-        if process is None or process.returncode is not None:
-            return
-        try:
-            await asyncio.wait_for(process.wait(), EXIT_GRACE_S)
-        except asyncio.TimeoutError:
             with contextlib.suppress(ProcessLookupError):  # it ended just now
                 process.kill()
+        await quitting  # once killed, its output ends and so does textual-serve's reader
+
+    async def _quit(self, process) -> None:
+        await super().stop()  # textual-serve's quit: the studio saves a running trainer's checkpoint, then exits
+        if process is not None:
             await process.wait()
 
 

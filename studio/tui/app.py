@@ -267,6 +267,14 @@ class StudioApp(App):
     # ── quitting ──────────────────────────────────────────────────────────
     async def action_quit(self) -> None:
         """Quit; a running trainer is asked to stop first, so it saves its checkpoint. A second quit does not wait."""
+        await self._stop_training_before_exit()
+        self.exit()
+
+    async def on_exit_app(self) -> None:
+        """An exit without `q`: a browser tab closed under `studio serve` (textual-serve's quit). The run is saved too."""
+        await self._stop_training_before_exit()
+
+    async def _stop_training_before_exit(self) -> None:
         if self.training_active and not self._quitting:
             self._quitting = True
             self.notify("Stopping training and saving a checkpoint…", title="Quitting")
@@ -275,7 +283,6 @@ class StudioApp(App):
                 await asyncio.wait_for(_finished(self._training_worker), QUIT_WAIT_S)
             except asyncio.TimeoutError:
                 pass
-        self.exit()
 
 
 async def _finished(worker: Worker) -> None:
