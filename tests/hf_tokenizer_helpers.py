@@ -50,21 +50,24 @@ TEXTS = [
 
 
 def write_tokenizer_folder(folder: Path, chat_template: str | None = QWEN2_TEMPLATE, eos_token: str = "<|im_end|>",
-                           generation_eos: list[int] | int | None = None, texts: list[str] | None = None) -> Path:
+                           generation_eos: list[int] | int | None = None, texts: list[str] | None = None,
+                           specials: list[str] = SPECIALS, bos_token: str | None = None) -> Path:
     """tokenizer.json + tokenizer_config.json (+ generation_config.json) as transformers would save them."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)  # GPT-2's; must not shift the studio's offsets
-    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=SPECIALS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts or TEXTS, trainer)
     tokenizer.save(str(folder / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos_token, "pad_token": "<|endoftext|>",
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos_token, "pad_token": specials[0],
               "model_max_length": 512}
     if chat_template is not None:
         config["chat_template"] = chat_template
+    if bos_token is not None:
+        config["bos_token"] = bos_token
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     if generation_eos is not None:
         (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": generation_eos}), encoding="utf-8")
@@ -82,6 +85,15 @@ def as_messages(conversation) -> list[dict]:
     messages = [{"role": "system", "content": conversation.system}] if conversation.system else []
     return messages + [{"role": turn.role, "content": turn.text} for turn in conversation.turns]
 
+
+# Llama-3's: bos_token first, headers between special tokens, each message trimmed, <|eot_id|> closing every turn
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
 
 # Mistral / Llama-2's [INST] format: the text follows a space of the markup, and the answer one of its own
 INST_TEMPLATE = (

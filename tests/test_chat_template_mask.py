@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from hf_tokenizer_helpers import (
     DROPS_REASONING_TEMPLATE,
     INST_TEMPLATE,
+    LLAMA3_SPECIALS,
+    LLAMA3_TEMPLATE,
     QWEN2_GENERATION_TEMPLATE,
     as_messages,
     oracle,
@@ -115,6 +117,23 @@ def test_text_after_a_space_of_the_markup_tokenizes_as_transformers_does(tmp_pat
         example = build_example(conversation, template, tokenizer)
         assert example.ids == reference.apply_chat_template(as_messages(conversation), return_dict=True)["input_ids"]
         assert trained_runs(example) == [" " + turn.text for turn in conversation.turns if turn.role == "assistant"]
+
+
+def test_a_llama3_style_template_trims_messages_and_closes_turns_with_eot(tmp_path):
+    folder = write_tokenizer_folder(tmp_path, LLAMA3_TEMPLATE, eos_token="<|end_of_text|>", specials=LLAMA3_SPECIALS,
+                                    bos_token="<|begin_of_text|>", generation_eos=[1, 4], texts=conversation_texts(SAMPLE))
+    tokenizer, reference = load_pretrained_tokenizer(folder), oracle(folder)
+    template = get_template("model", tokenizer)
+    conversation = Conversation((Turn("user", "  Who are you?\n"), Turn("assistant", "\nI am Vicuna.  "),
+                                 Turn("user", "Bye"), Turn("assistant", "Bye!")), system="Be brief. ")
+    example = build_example(conversation, template, tokenizer)
+    messages = as_messages(conversation)
+    assert example.text == reference.apply_chat_template(messages, tokenize=False)
+    assert example.ids == reference.apply_chat_template(messages, return_dict=True)["input_ids"]
+    assert trained_runs(example) == ["I am Vicuna.", "Bye!"]  # what the template shows of each answer
+    assert [t.special for t in example.tokens if t.trained and t.special] == ["<|eot_id|>"] * 2
+    assert example.tokens[0].special == "<|begin_of_text|>" and not example.tokens[0].trained
+    assert tokenizer.stop_ids == {1, 4}
 
 
 def test_a_generation_marked_template_masks_what_transformers_masks(qwen_generation):
