@@ -208,6 +208,9 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_trainer_stat
 def resolve(path: str | Path) -> Path:
     """The checkpoint directory of path: path itself, or its checkpoint/ when path is a run folder."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:  # refused by its name: not a byte of it is read
+        raise CheckpointError(f"{path}: a pickle file (torch.save), never loaded here since it could run code; "
+                              f"convert it once with `studio import {path}` and use the directory that writes")
     if not path.is_dir():
         hint = " (an interrupted save left the previous one aside; the next save restores it)" if _aside(path).is_dir() else ""
         raise CheckpointError(f"{path}: no such checkpoint directory{hint}")

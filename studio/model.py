@@ -26,6 +26,7 @@ class GPTConfig:
     dropout: float = 0.0
     tie_weights: bool = True
     bias: bool = True
+    head_bias: bool = False  # a bias on the LM head: only imported models have one (the course's GPTMini)
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -140,7 +141,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.head_bias)
         if config.tie_weights:
             # Reading a token and predicting it use the same vectors: fewer parameters, and
             # rare tokens still get a good output embedding from being seen as inputs.

@@ -26,11 +26,17 @@ def choose_run_dir(config: TrainConfig) -> Path:
         return Path(config.out_dir)
     if config.resume and Path(config.resume).name == checkpoint.RUN_CHECKPOINT_DIR:
         return Path(config.resume).parent  # resuming in place: the same folder, metrics.jsonl goes on
+    return new_run_dir(config.stage)
+
+
+def new_run_dir(kind: str) -> Path:
+    """checkpoints/<kind>-<YYYYmmdd-HHMMSS>/ (not created), with -2, -3… when that name is taken.
+    kind: the run's stage, or what made the folder (e.g. import-gpt_checkpoint)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = paths.CHECKPOINTS_DIR / f"{config.stage}-{stamp}"
+    run_dir = paths.CHECKPOINTS_DIR / f"{kind}-{stamp}"
     suffix = 2
     while run_dir.exists():
-        run_dir = paths.CHECKPOINTS_DIR / f"{config.stage}-{stamp}-{suffix}"
+        run_dir = paths.CHECKPOINTS_DIR / f"{kind}-{stamp}-{suffix}"
         suffix += 1
     return run_dir
 

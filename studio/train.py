@@ -31,12 +31,14 @@ from studio.lint import dataset_texts
 from studio.masking import IGNORE, Example
 from studio.metrics import FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, DONE, Metrics, StepRecord
 from studio.model import GPT, PRESETS, model_config
+from studio.models import load_model_source
 from studio.rows import row_tokens
 from studio.run_folder import METRICS_FILE, MetricsLog, choose_run_dir, keep_metrics_up_to, replay_metrics
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
 from studio.train_config import TrainConfig, TrainingError, lr_at
-from studio.training_data import file_digest, load_conversations, load_corpus, pretrain_data, sft_data
+from studio.training_data import file_digest, load_conversations, load_corpus, pretrain_data, rendered_texts, sft_data
+from studio.vocab_growth import grow_source_vocabulary
 
 CUDA_SYNC_EVERY = 10  # on CUDA, reading the loss waits for the GPU: read it every few steps, not every step
 
@@ -146,12 +148,11 @@ class Trainer:
         else:
             corpus, data_path = load_corpus(config)
             texts = corpus.splitlines()
+        if source and not config.resume:  # characters the model has never seen get rows of their own
+            grow_source_vocabulary(source, rendered_texts(conversations, self.template) if config.stage == "sft" else [corpus], self._event)
         preset = PRESETS[config.preset]
         self.tokenizer = source.tokenizer if source else train_tokenizer(preset.tokenizer, texts, preset.bpe_vocab_size)
-        if source:
-            model = source.model
-        else:
-            model = GPT(model_config(config.preset, self.tokenizer.vocab_size, context_size=config.context_size))
+        model = source.model if source else GPT(model_config(config.preset, self.tokenizer.vocab_size, context_size=config.context_size))
         context = model.config.context_size
         if config.stage == "sft":
             run_data = sft_data(conversations, self.template, self.tokenizer, context, config, self._event)
@@ -178,7 +179,7 @@ class Trainer:
         if not path:
             return None
         try:
-            source = checkpoint.load(path, self.device, with_trainer_state=bool(config.resume))
+            source = load_model_source(path, self.device, with_trainer_state=bool(config.resume))
         except checkpoint.CheckpointError as error:
             raise TrainingError(str(error)) from None
         if config.resume:

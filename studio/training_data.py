@@ -62,6 +62,11 @@ def load_corpus(config: TrainConfig) -> tuple[str, Path]:
         raise TrainingError(str(error)) from None
 
 
+def rendered_texts(conversations: list[data.Conversation], template: Template) -> list[str]:
+    """Every piece of text the tokenizer will see in training: the data and the template's markers, not its special tokens."""
+    return [segment.text for conversation in conversations for segment in template.render(conversation) if segment.special is None]
+
+
 def sft_data(conversations: list[data.Conversation], template: Template, tokenizer: Tokenizer, context: int,
              config: TrainConfig, event: Callable[[str], None]) -> RunData:
     report = build_examples(conversations, template, tokenizer, row_tokens(context), config.train_on_prompt)

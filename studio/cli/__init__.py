@@ -2,7 +2,7 @@
 
 Every user error ends as one line on stderr and a non-zero exit code, never a traceback.
 The parser and main() are here; the commands are in data_commands (mask, check), model_commands
-(chat, eval), training (train, pretrain), convert_commands (export) and serve_command (serve).
+(chat, eval), training (train, pretrain), convert_commands (import, export) and serve_command (serve).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.console import Console
 
 from studio import paths
 from studio.cli.common import EXIT_BAD_INPUT, CliError
-from studio.cli.convert_commands import cmd_export
+from studio.cli.convert_commands import cmd_export, cmd_import
 from studio.cli.data_commands import cmd_check, cmd_mask
 from studio.cli.eval_command import add_eval_options, cmd_eval
 from studio.cli.model_commands import cmd_chat
@@ -24,6 +24,7 @@ from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATE_NAMES, TEMPLATES
 from studio.tokenizer import TRAINABLE_KINDS
 
+FROM_HELP = "start from this checkpoint's weights and tokenizer (a checkpoint dir, a run folder or the course's .pt file)"
 DEFAULT_CONTEXT = PRESETS[DEFAULT_PRESET].context_size  # `mask` and `check` look at the data as a default run sees it
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune on an instruction dataset (SFT), headless")
     train.add_argument("--dataset", type=Path, help="JSON or JSONL dataset (default: the bundled instrucoes-pt.jsonl)")
-    train.add_argument("--from", dest="init_from", type=Path, help="start from this checkpoint's weights and tokenizer")
+    train.add_argument("--from", dest="init_from", type=Path, help=FROM_HELP)
     train.add_argument("--template", choices=sorted(TEMPLATES), help="prompt template (default comando)")
     train.add_argument("--train-on-prompt", action="store_true", default=None, help="train every token, not only answers")
     train.add_argument("--skip-invalid", action="store_true", default=None, help="use the valid records of a file with bad ones")
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = commands.add_parser("pretrain", help="pretrain on plain text (next-token prediction on every token), headless")
     pretrain.add_argument("--corpus", type=Path, help="UTF-8 text file (default: the bundled corpus-pt.txt)")
+    pretrain.add_argument("--from", dest="init_from", type=Path, help=FROM_HELP)
     add_training_options(pretrain)
     pretrain.set_defaults(handler=cmd_pretrain)
 
@@ -91,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", type=Path, help="checkpoint dir or run folder")
     export.add_argument("--hf", type=Path, required=True, help="folder to write (an earlier export there is replaced)")
     export.set_defaults(handler=cmd_export)
+
+    import_ = commands.add_parser("import", help="turn the course's gpt_checkpoint.pt into a studio checkpoint (its pickle is never run)")
+    import_.add_argument("path", type=Path, help="the course's checkpoint file (gpt_checkpoint.pt)")
+    import_.add_argument("--out", type=Path, help="checkpoint directory to write (default: checkpoints/import-<name>-<time>/checkpoint)")
+    import_.add_argument("--heads", type=int, help="attention heads of a bare state dict (default 4; a file with a config has its own)")
+    import_.set_defaults(handler=cmd_import)
 
     add_serve_parser(commands)
     return parser

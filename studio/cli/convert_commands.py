@@ -1,13 +1,58 @@
-"""`studio export`: moving checkpoints between the studio and Hugging Face's format.
+"""`studio import` and `studio export`: moving weights between the studio and other formats. An import makes a
+studio checkpoint directory (safetensors + JSON) that every other command (train --from, chat, eval, the TUI)
+uses like one of its own; an export writes a checkpoint as a Hugging Face folder.
 
 torch and the converters load inside the commands, so the other commands never pay for them.
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from rich.console import Console
 
 from studio.cli.common import CliError
+
+
+def cmd_import(args, console: Console) -> int:
+    from studio import checkpoint
+    from studio.run_folder import new_run_dir
+
+    source = _read_source(args)
+    out = args.out or new_run_dir(f"import-{_slug(args.path.stem)}") / checkpoint.RUN_CHECKPOINT_DIR
+    try:
+        checkpoint.save(out, source.model, source.tokenizer, source.config)
+    except (checkpoint.CheckpointError, OSError) as error:
+        raise CliError(f"{out}: cannot write the checkpoint ({error})") from None
+    config = source.model.config
+    console.print(f"imported {args.path}: {config.n_layers} layers, d_model {config.d_model}, {config.n_heads} heads, "
+                  f"context {config.context_size}, {source.tokenizer.describe()}, "
+                  f"{source.model.num_parameters():,} parameters", soft_wrap=True, markup=False)
+    console.print(f"checkpoint in {out}", soft_wrap=True, markup=False)
+    console.print(f"next: studio train --from {out}", soft_wrap=True, markup=False)
+    return 0
+
+
+def _read_source(args):
+    """The file or folder to import as an in-memory checkpoint.Checkpoint."""
+    from studio.models.course import CourseImportError, import_course, is_course_file
+
+    path: Path = args.path
+    if path.is_dir():
+        raise CliError(f"{path}: a directory; `studio import` reads the course's checkpoint file (gpt_checkpoint.pt)")
+    if not path.exists():
+        raise CliError(f"{path}: file not found")
+    if not is_course_file(path):
+        raise CliError(f"{path}: not a course checkpoint (a torch.save .pt file such as gpt_checkpoint.pt)")
+    try:
+        return import_course(path, heads=args.heads)
+    except CourseImportError as error:
+        raise CliError(str(error)) from None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", name).strip("-") or "model"
 
 
 def cmd_export(args, console: Console) -> int:
