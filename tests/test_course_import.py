@@ -257,6 +257,8 @@ def test_wrong_or_foreign_contents_are_one_line_errors(tmp_path, course_module):
         "extra.pt": ({**state, "blocks.0.attn.rotary": torch.zeros(2)}, "unexpected tensors: blocks.0.attn.rotary"),
         "words.pt": ({"state_dict": state, "itos": {i: f"w{i}" for i in range(26)}}, "a word-level vocabulary (e.g. 'w0')"),
         "other.pt": ({"weights": torch.zeros(2)}, "not a course checkpoint"),
+        "huge.pt": ({"emb.tok_emb.weight": torch.zeros(4).as_strided((10**6, 64), (0, 0))},
+                    "a tensor of 64000000 elements over a storage of 4"),
         "config.pt": ({"state_dict": state, "itos": dict(enumerate(chars)), "config": GPTConfig(26, 64, 32, 4, 2)},
                       "config says context_size 64, the weights have 128"),
     }

@@ -55,7 +55,10 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     """torch._utils._rebuild_tensor_v2's job: a view of a storage. as_strided refuses one reaching past its end."""
     if not isinstance(storage, torch.Tensor):
         raise pickle.UnpicklingError("a tensor whose storage is not one of the file's")
-    return torch.as_strided(storage, tuple(size), tuple(stride), int(storage_offset))
+    tensor = torch.as_strided(storage, tuple(size), tuple(stride), int(storage_offset))
+    if tensor.numel() > storage.numel():  # overlapping strides: a small file posing as huge weights (memory, not code)
+        raise pickle.UnpicklingError(f"a tensor of {tensor.numel()} elements over a storage of {storage.numel()}")
+    return tensor
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
