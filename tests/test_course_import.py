@@ -230,6 +230,22 @@ def test_the_import_generates_with_the_kv_cache_like_full_recomputation(tmp_path
     torch.testing.assert_close(cached[0], full[0, -1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("module", ["gptmini", "__main__", "mycourse"])
+def test_the_config_class_is_read_under_the_courses_module_names_only(tmp_path, monkeypatch, module):
+    """gptmini (the file run beside it) and __main__ (a notebook cell) are allowed; any other module is refused."""
+    monkeypatch.setitem(sys.modules, module, types.ModuleType(module))  # __main__ too: restored after the test
+    monkeypatch.setattr(sys.modules[module], "GPTConfig", GPTConfig, raising=False)
+    monkeypatch.setattr(GPTConfig, "__module__", module)
+    chars = list(COURSE_CHARS)
+    model = course_model(chars, context_size=32)
+    path = save_course_file(tmp_path / "gpt_checkpoint.pt", model, chars)
+    if module == "mycourse":
+        with pytest.raises(CourseImportError, match="refused: global mycourse.GPTConfig is not allowed; nothing was run"):
+            import_course(path)
+    else:
+        assert_same_logits(import_course(path), model, chars, COURSE_TEXT[:30])
+
+
 @pytest.mark.parametrize("heads", [2, None])
 def test_a_bare_state_dict_takes_its_sizes_from_the_shapes_and_heads_from_a_flag(tmp_path, heads):
     chars = list(COURSE_CHARS)
