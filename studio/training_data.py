@@ -7,7 +7,7 @@ characters) goes to the `event` callback; what stops the run raises TrainingErro
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,9 +62,10 @@ def load_corpus(config: TrainConfig) -> tuple[str, Path]:
         raise TrainingError(str(error)) from None
 
 
-def rendered_texts(conversations: list[data.Conversation], template: Template) -> list[str]:
-    """Every piece of text the tokenizer will see in training: the data and the template's markers, not its special tokens."""
-    return [segment.text for conversation in conversations for segment in template.render(conversation) if segment.special is None]
+def rendered_texts(conversations: list[data.Conversation], template: Template) -> Iterator[str]:
+    """Every piece of text the tokenizer will see in training: the data and the template's markers, not its special
+    tokens. Lazy: only a char vocabulary that may grow reads it."""
+    return (segment.text for conversation in conversations for segment in template.render(conversation) if segment.special is None)
 
 
 def sft_data(conversations: list[data.Conversation], template: Template, tokenizer: Tokenizer, context: int,
