@@ -5,7 +5,7 @@ import pytest
 from studio import checkpoint, generate
 from studio.data import Conversation, Turn
 from studio.evaluation import probes
-from studio.metrics import Metrics
+from studio.metrics import Metrics, ProbeAnswer
 from studio.run_folder import replay_metrics
 from studio.sampling import SamplingConfig
 from studio.train import Trainer
@@ -21,7 +21,7 @@ def config(tmp_path, **overrides) -> TrainConfig:
 
 
 def test_probe_answers_are_recorded_at_every_validation_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(probes, "PROBE_SHARE", 1.0)  # a 12-step run is too short for the 5 % budget to allow any
+    monkeypatch.setattr(probes, "PROBE_SHARE", 1e9)  # a 12-step run is too short for the 5 % budget to allow any
     trainer = Trainer(config(tmp_path))
     final = trainer.run()
     entries = [entry for entry in read_metrics(tmp_path / "run") if "probe" in entry]
@@ -44,12 +44,29 @@ def test_probe_answers_are_recorded_at_every_validation_step(tmp_path, monkeypat
 
 
 def test_probes_stay_within_their_share_of_the_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(probes, "PROBE_SHARE", 1e-9)
+    monkeypatch.setattr(probes, "PROBE_SHARE", 1e-9)  # no time at all for probes
     trainer = Trainer(config(tmp_path))
     trainer.run()
     logged = read_metrics(tmp_path / "run")
-    assert [e["step"] for e in logged if "probe" in e] == [5, 5, 5]  # the first probes are free; later ones would overrun
-    assert sum("probe answers skipped" in e.get("event", "") for e in logged) == 1  # said once
+    assert not [e for e in logged if "probe" in e]  # the first round stops at once, the later ones are skipped
+    assert sum("probe answers left out from step 5" in e.get("event", "") for e in logged) == 1  # said once
+    assert trainer._probes.skipped == 3  # steps 5, 10, 12
+
+
+def test_a_round_stops_when_its_budget_is_spent(tmp_path, monkeypatch):
+    monkeypatch.setattr(probes, "PROBE_SHARE", 1e9)
+    trainer = Trainer(config(tmp_path, steps=5))
+    trainer.run()
+    now = [0.0]
+    monkeypatch.setattr(probes.time, "perf_counter", lambda: now[0])
+
+    def answered(*args):  # 10 s have gone by when the first answer is done
+        now[0] = 10.0
+        return ProbeAnswer(*args)
+
+    monkeypatch.setattr(probes, "ProbeAnswer", answered)
+    answers = trainer._probes.ask(trainer.model, 5, lambda: False, budget=5.0)
+    assert [a.index for a in answers] == [0]
 
 
 def test_probes_off_and_pretraining_have_none(tmp_path):

@@ -106,15 +106,15 @@ async def test_train_pane_shows_the_newest_probe_answers_and_one_prompts_timelin
         pane = app.query_one(TrainPane)
         app.start_training(replace(scripted_config(steps=30), eval_every=10))
         await wait_until(pilot, lambda: app.metrics.status == DONE, what="the run")
-        await wait_until(pilot, lambda: "step 30" in str(pane.query_one("#train-probes").render()), what="the probes")
-        shown = str(pane.query_one("#train-probes").render())
+        await wait_until(pilot, lambda: "step 30" in str(pane.query_one("#train-probe-answers").render()), what="the probes")
+        shown = str(pane.query_one("#train-probe-answers").render())
         assert f"{PROBE_PROMPTS[0]} → resposta 0 no passo 30" in shown and "resposta 1 no passo 30" in shown
         await pilot.press("a", "a")  # the newest answers → probe 1's timeline → probe 2's
-        timeline = str(pane.query_one("#train-probes").render())
+        timeline = str(pane.query_one("#train-probe-answers").render())
         assert PROBE_PROMPTS[1] in timeline and PROBE_PROMPTS[0] not in timeline
         assert [f"step {s:>5} → resposta 1 no passo {s}" in timeline for s in (10, 20, 30)] == [True] * 3
         await pilot.press("a")
-        assert "answers at step 30" in str(pane.query_one("#train-probes").render())
+        assert "answers at step 30" in str(pane.query_one("#train-probe-answers").render())
 
 
 async def test_dataset_pane_sorts_worst_first_and_enter_opens_the_heat_map():

@@ -3,7 +3,8 @@
 The prompts are the first `probes` held-out instructions of the run (the training ones when nothing is held out),
 first user turn only. Their cost is bounded twice: each answer stops after `probe_tokens` tokens, and probing
 never takes more than PROBE_SHARE of the run's time so far: a validation step whose probes, at the cost of the
-last ones, would go past that share skips them (and says so once). At the defaults (5 probes × ≤ 80 tokens every
+last ones, would go past that share skips them, and a round that reaches it stops there (said once). On a busy
+machine, where generation slows down far more than training, that keeps a run from being held up by its probes. At the defaults (5 probes × ≤ 80 tokens every
 100 steps of the tiny preset) they take ~2–3 % of the run (docs/PERFORMANCE.md), so none are skipped.
 """
 
@@ -57,27 +58,31 @@ class Probes:
         self._last_cost = 0.0
         self.skipped = 0
 
-    def due(self, elapsed: float) -> bool:
-        """Whether probing now keeps the total under PROBE_SHARE of the run's `elapsed` seconds."""
-        return bool(self.prompts) and self.seconds + self._last_cost <= PROBE_SHARE * max(elapsed, 0.0)
+    def budget(self, elapsed: float) -> float:
+        """Seconds probing may take now and keep the total under PROBE_SHARE of the run's `elapsed` seconds."""
+        return PROBE_SHARE * max(elapsed, 0.0) - self.seconds
 
     def at_validation(self, model, step: int, elapsed: float, should_stop: Callable[[], bool], metrics,
                       log: Callable[[dict], None], event: Callable[[str], None]) -> None:
-        """Ask the probes if due, recording each answer in the metrics buffer and the run's log."""
-        if not self.due(elapsed):
-            if not self.skipped:
-                event(f"probe answers skipped at step {step} to keep their cost under {PROBE_SHARE:.0%} of the run")
-            self.skipped += 1
-            return
-        for answer in self.ask(model, step, should_stop):
+        """Ask the probes if the budget allows a round as costly as the last one; a round that runs out of budget
+        midway stops there. Each answer goes into the metrics buffer and the run's log."""
+        budget = self.budget(elapsed)
+        answers = self.ask(model, step, should_stop, budget) if self.prompts and budget > self._last_cost else []
+        for answer in answers:
             metrics.record_probe(answer)
             log(probe_entry(answer))
+        if len(answers) < len(self.prompts) and not should_stop():
+            if not self.skipped:
+                event(f"probe answers left out from step {step} on where they would cost more than {PROBE_SHARE:.0%} of the run")
+            self.skipped += 1
 
-    def ask(self, model, step: int, should_stop: Callable[[], bool]) -> list[ProbeAnswer]:
+    def ask(self, model, step: int, should_stop: Callable[[], bool], budget: float = float("inf")) -> list[ProbeAnswer]:
+        """Greedy answers to the probes, in order, until should_stop() or `budget` seconds are spent."""
         started = time.perf_counter()
+        out_of_time = lambda: should_stop() or time.perf_counter() - started > budget  # noqa: E731
         answers = []
         for index, conversation in enumerate(self.prompts):
-            reply = generate.stream_reply(model, self.tokenizer, self.template, conversation, self.sampling, should_stop)
+            reply = generate.stream_reply(model, self.tokenizer, self.template, conversation, self.sampling, out_of_time)
             text = "".join(reply)
             if reply.stop_reason == "cancelled":
                 break

@@ -54,7 +54,7 @@ class LiveRun(Vertical):
             yield ProgressBar(total=None, show_eta=False, id="train-progress")
         yield Static(IDLE_HINT, id="train-status", markup=False)  # messages hold paths
         yield Static("", id="train-numbers", markup=False)
-        yield Static("", id="train-probes", markup=False)
+        yield Static("", id="train-probe-answers", markup=False)
 
     def show_progress(self, snapshot: Snapshot) -> None:
         """Step, ETA, status and numbers; the curve is LossPlot.show's, which decides itself when to redraw."""
@@ -73,7 +73,7 @@ class LiveRun(Vertical):
 
     def show_probes(self, probes: tuple[ProbeAnswer, ...], timeline: int | None) -> None:
         """The newest probe answers (one line each), or with `timeline` one probe's answers step by step."""
-        box = self.query_one("#train-probes", Static)
+        box = self.query_one("#train-probe-answers", Static)
         box.display = bool(probes)
         if probes:
             box.update(probe_text(probes, timeline, TIMELINE_ROWS))
