@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from studio import checkpoint, paths
+from studio.cli import main
 from studio.serve import server as serve_server
 from studio.serve.server import StudioServer
 from studio.serve.sessions import Sessions, default_max_sessions, invitation_token, needs_token
@@ -294,3 +296,18 @@ def test_a_visitor_opens_datasets_from_the_datasets_folder_only(monkeypatch):
     assert paths.may_open_dataset(inside)
     assert not paths.may_open_dataset(outside)
     assert not paths.may_open_dataset(paths.DATASETS_DIR / ".." / "README.md")
+
+
+def test_serve_refuses_bad_options_in_one_line_before_printing_a_link(capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    assert main(["serve", "--max-sessions", "0"]) == 2
+    assert main(["serve", "--host", "0.0.0.0", "--token", ""]) == 2
+    out, err = capsys.readouterr()
+    assert "room" not in out  # no link to a server that never started
+    assert err.splitlines() == [
+        f"studio serve: cannot listen on 127.0.0.1:{port}: Address already in use",
+        "studio serve: --max-sessions must be at least 1, not 0",
+        "studio serve: --token must not be empty",
+    ]

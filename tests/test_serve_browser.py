@@ -136,10 +136,12 @@ def test_a_visitor_uses_the_studio_in_chromium_and_the_uninvited_and_the_one_too
             page.keyboard.press("F4")  # the chat pane: its model key is F6 here, browsers keep ctrl+n for a new window
             chat = wait_for_screen(page, "f6 Model")
             assert "^n Model" not in chat
+            page.keyboard.press("F5")  # a browser's reload
+            wait_for_screen(page, "both models answer the prompts")
             page.keyboard.press("F1")  # a browser's help
             wait_for_screen(page, "examples", "filter")
             prevented = set(page.evaluate("window.prevented"))
-            assert {"Control+p", "F1", "F3", "F4"} <= prevented  # the page kept them from the browser
+            assert {"Control+p", "F1", "F3", "F4", "F5"} <= prevented  # the page kept them from the browser
 
             # the uninvited: the page (and, in test_serve.py, the websocket) answer 403
             stranger = browser.new_context().new_page()

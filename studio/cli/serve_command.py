@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -36,11 +38,22 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         why = "--max-sessions"
     token = invitation_token(args.host, args.token)  # ValueError: main() prints it as one line
     with tempfile.TemporaryDirectory(prefix="studio-serve-") as room:
-        sessions = Sessions(cap, cores, Path(room) / "cpu-share")
+        sessions = Sessions(cap, cores, Path(room) / "cpu-share")  # ValueError for a cap under 1
+        check_can_listen(args.host, args.port)  # before the link is printed: the server binds after its startup
         url = room_url(room_host(args.host), args.port, token)
         console.print(f"At most {cap} visitors at once ({why}).", highlight=False, soft_wrap=True)
         try:
             StudioServer(host=args.host, port=args.port, sessions=sessions, token=token, room_url=url).serve()
-        except OSError as error:  # the port is taken, the host is not this machine's
+        except OSError as error:  # taken between the check and the server's own bind
             raise CliError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
     return 0
+
+
+def check_can_listen(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):  # SO_REUSEADDR, as aiohttp binds
+            pass
+    except OSError as error:  # the port is taken, the host is not this machine's
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise CliError(f"cannot listen on {host}:{port}: {reason}") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from studio.paths import VISITOR_ID
 
 GIB = 1024**3
-MEMORY_PER_SESSION = GIB  # a studio with torch loaded and a small model training (measured RSS in docs/CONTRACTS.md)
+MEMORY_PER_SESSION = GIB  # a studio holds ~250 MB once torch is loaded, more while training (docs/CONTRACTS.md)
 SESSIONS_PER_CORE = 2  # the studio's trainers run at a lower priority and share the cores (Sessions.share)
 
 
