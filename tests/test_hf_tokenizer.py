@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.templates import EOS, IM_END
-from studio.tokenizer import PAD, load_tokenizer, tokenizer_from_dict
+from studio.tokenizer import PAD, load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 TEXTS = ["Who are you?", " leading space and  two", "Olá, coração!\nNova linha\n\n", "emoji 🙂 and 中文", ""]
 
@@ -62,6 +62,15 @@ def test_saved_with_a_checkpoint_it_loads_back_the_same(folder, tmp_path):
     assert again.kind == "hf" and again.same_as(tokenizer)
     assert again.encode(TEXTS[2]).ids == tokenizer.encode(TEXTS[2]).ids
     assert again.stop_ids == tokenizer.stop_ids and again.chat_template == tokenizer.chat_template
+
+
+def test_a_checkpoint_of_an_imported_model_is_read_as_its_folder_was(folder, tmp_path):
+    tokenizer = load_pretrained_tokenizer(folder)
+    tokenizer.save(tmp_path / "tokenizer.json")  # as studio.checkpoint saves it
+    assert load_pretrained_tokenizer(tmp_path).same_as(tokenizer)
+    train_tokenizer("char", ["abc"]).save(tmp_path / "tokenizer.json")
+    with pytest.raises(ValueError, match="a studio checkpoint's 'char' tokenizer, not a Hugging Face model's"):
+        load_pretrained_tokenizer(tmp_path)
 
 
 def test_transformers_newer_chat_template_file_and_named_templates_are_read(folder, tmp_path):

@@ -173,11 +173,17 @@ def pretrained_tokenizer_from_dict(data: dict, source: str) -> PretrainedTokeniz
 
 
 def load_pretrained_tokenizer(folder: str | Path) -> PretrainedTokenizer:
-    """The tokenizer of a Hugging Face model folder; every problem is one line naming the file."""
+    """The tokenizer of a Hugging Face model folder, or of a studio checkpoint imported from one; every problem is
+    one line naming the file."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder (a Hugging Face model folder holds {TOKENIZER_JSON})")
     tokenizer_json = _read_json(folder / TOKENIZER_JSON, required=True)
+    if "kind" in tokenizer_json:  # the studio's own format: a checkpoint
+        if tokenizer_json["kind"] != "hf":
+            raise ValueError(f"{folder / TOKENIZER_JSON}: a studio checkpoint's {tokenizer_json['kind']!r} tokenizer, "
+                             "not a Hugging Face model's")
+        return pretrained_tokenizer_from_dict(tokenizer_json, str(folder / TOKENIZER_JSON))
     config = _read_json(folder / TOKENIZER_CONFIG) or {}
     config = {key: value for key, value in config.items() if key != "added_tokens_decoder"}  # tokenizer.json has them
     template_file = folder / CHAT_TEMPLATE_FILE
