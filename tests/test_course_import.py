@@ -406,3 +406,14 @@ def test_import_writes_a_run_folder_under_checkpoints_by_default(tmp_path, cours
     assert json.loads((found[0] / "config.json").read_text(encoding="utf-8"))["model"]["head_bias"] is True
     assert main(["import", str(tmp_path)]) != 0
     assert "a directory" in one_line_error(capsys)
+
+
+def test_eval_takes_the_course_file_as_a_model(tmp_path, course_module, capsys):
+    chars = list(COURSE_CHARS)
+    course = save_course_file(tmp_path / "gpt_checkpoint.pt", course_model(chars, context_size=64), chars)
+    dataset = tmp_path / "eval.jsonl"
+    dataset.write_text('{"instruction": "oi", "response": "olá"}\n', encoding="utf-8")
+    assert main(["eval", "--model", str(course), "--dataset", str(dataset), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["prompts"] == 1 and result["models"][0]["path"] == str(course)
+    assert result["models"][0]["metrics"]["loss"] is not None

@@ -38,6 +38,7 @@ def cmd_eval(args, console: Console) -> int:
     from studio.cli.model_commands import sampling_config
     from studio.devices import best_device
     from studio.evaluation.answers import from_checkpoint
+    from studio.models import load_model_source
     from studio.evaluation.compare import evaluate
     from studio.evaluation.prompts import prompts_from_conversations
     from studio.evaluation.ratings import ratings_path, summary_of_file
@@ -56,8 +57,8 @@ def cmd_eval(args, console: Console) -> int:
         raise CliError("at most two models: --model A --model B")
     models = []
     for path in paths_given:
-        try:
-            models.append(from_checkpoint(checkpoint.load(path, device=best_device())))
+        try:  # a studio checkpoint, or a course file imported in memory (the door `--from` goes through)
+            models.append(from_checkpoint(load_model_source(path, device=best_device())))
         except checkpoint.CheckpointError as error:
             raise CliError(str(error)) from None
     prompts = prompts_from_conversations(load_conversations(args.dataset, False, errors))[: args.limit]
@@ -100,11 +101,12 @@ def print_worst_examples(checkpoint_path: Path, conversations: list, console: Co
     from studio.devices import best_device
     from studio.evaluation.losses import example_losses, worst
     from studio.masking import build_examples
+    from studio.models import load_model_source
     from studio.rows import row_tokens
     from studio.templates import get_template
 
     try:
-        loaded = checkpoint.load(checkpoint_path, device=best_device())
+        loaded = load_model_source(checkpoint_path, device=best_device())
     except checkpoint.CheckpointError as error:
         raise CliError(str(error)) from None
     template = get_template(loaded.config["template"])

@@ -33,7 +33,9 @@ def ratings_path(model_b_checkpoint: str | Path) -> Path:
     """ratings.jsonl in B's run folder (checkpoints/<run>/checkpoint → checkpoints/<run>/), never inside the
     checkpoint directory, which every save replaces whole."""
     directory = Path(model_b_checkpoint)
-    return (directory.parent if directory.name == "checkpoint" else directory) / RATINGS_FILE
+    if directory.name == "checkpoint" or directory.is_file():  # a run's checkpoint, or an imported course file
+        directory = directory.parent
+    return directory / RATINGS_FILE
 
 
 def prompt_key(source: str, prompt: str) -> str:
