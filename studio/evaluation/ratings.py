@@ -39,7 +39,9 @@ def ratings_path(model_b_checkpoint: str | Path) -> Path:
 
 
 def prompt_key(source: str, prompt: str) -> str:
-    return f"{source}\n{prompt}"
+    # the file's name and line, not its whole path: a session continues (and keeps its blind sides) when the
+    # datasets folder is moved or the project is cloned elsewhere
+    return f"{Path(source).name}\n{prompt}"
 
 
 def swapped(blind_seed: int, key: str) -> bool:
