@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from hf_tokenizer_helpers import QWEN2_TEMPLATE, write_tokenizer_folder
 
 from studio import checkpoint, cli, data
 from studio.masking import segments_to_tokens
 from studio.model import GPT, GPTConfig
 from studio.models.chat_template import conversation_messages, tokenized_text
 from studio.models.export import export_checkpoint
-from studio.models.gpt2_export import UnmappableModel, gpt2_weights
+from studio.models.export_tokenizer import write_tokenizer_files
+from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.templates import TEMPLATES, get_template
 from studio.tokenizer import train_tokenizer
 from train_helpers import TEST_PRESET, small_setup, write_dataset  # noqa: F401 (fixture)
@@ -61,6 +63,8 @@ def test_transformers_gives_the_studio_logits(tmp_path, tie_weights, bias):
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_tokenizer_and_chat_template_agree_with_the_studio_on_the_bundled_data(tmp_path, conversations, texts, kind):
+    # ~5 s: the claim is "for every conversation the studio ships or was tried on", so every one is rendered,
+    # under each template, whole and as a generation prompt
     tokenizer = train_tokenizer(kind, texts, bpe_vocab_size=600)
     for name, template in TEMPLATES.items():
         save_checkpoint(tmp_path / name, tokenizer, template=name)
@@ -94,6 +98,20 @@ def test_alpaca_template_picks_the_preamble_by_input_and_renders_system_prompts(
     assert rendered[0].endswith("good morning<eos>") and rendered[2].startswith("Seja breve.\n\n")
 
 
+@pytest.mark.parametrize("template_name", ["model", "comando", "chatml"])
+def test_a_model_tokenizer_goes_back_as_read_with_the_chat_template_it_was_trained_with(tmp_path, conversations, template_name):
+    source = write_tokenizer_folder(tmp_path / "source", eos_token="<|endoftext|>")  # not the "<eos>" the studio names
+    tokenizer = load_pretrained_tokenizer(source)
+    write_tokenizer_files(tmp_path, tokenizer, template_name, context_size=64)
+    exported = transformers.AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    template = get_template(template_name, tokenizer)
+    if template_name == "model":
+        assert exported.chat_template == QWEN2_TEMPLATE
+    for conversation in conversations[:60]:
+        expected = [t.id for t in segments_to_tokens(template.render(conversation), tokenizer)]
+        assert exported.apply_chat_template(conversation_messages(conversation), return_dict=True)["input_ids"] == expected
+
+
 def test_generation_config_stops_at_the_studio_stop_ids(tmp_path):
     tokenizer = train_tokenizer("char", ["x"])
     save_checkpoint(tmp_path / "ck", tokenizer, template="chatml")
@@ -114,12 +132,13 @@ def test_sft_then_export_then_transformers_greedy_equals_studio_chat(tmp_path, c
     for prompt in ("diga 3", "qual é o número?"):
         assert cli.main(["chat", "--checkpoint", str(tmp_path / "run"), "--prompt", prompt, "--temperature", "0",
                          "--max-new-tokens", "12"]) == 0
-        studio_answer = capsys.readouterr().out.removesuffix("\n")
+        printed = capsys.readouterr()
+        assert "warning" not in printed.err, printed.err  # the whole prompt fits: nothing cropped
         ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                return_tensors="pt", return_dict=True)["input_ids"]
         output = hf_model.generate(ids, do_sample=False, max_new_tokens=12)
         answer = hf_tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
-        assert answer == studio_answer and answer
+        assert answer == printed.out.removesuffix("\n") and answer
 
 
 def test_export_refuses_what_it_must_not_replace_in_one_line(tmp_path, capsys):
@@ -147,8 +166,10 @@ def test_export_replaces_an_earlier_export(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_an_output_layer_bias_is_refused_not_dropped():
-    model = GPT(GPTConfig(vocab_size=10, context_size=8, d_model=8, n_heads=2, n_layers=1, tie_weights=False))
-    model.lm_head.bias = torch.nn.Parameter(torch.ones(10))
-    with pytest.raises(UnmappableModel, match=r"output-layer bias \(lm_head.bias\)"):
-        gpt2_weights(model)
+def test_an_output_layer_bias_is_refused_in_one_line_not_dropped(tmp_path, capsys):
+    tokenizer = train_tokenizer("char", ["x"])
+    save_checkpoint(tmp_path / "ck", tokenizer, tie_weights=False, head_bias=True)  # the course's GPTMini's head
+    assert cli.main(["export", str(tmp_path / "ck"), "--hf", str(tmp_path / "hf")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "output-layer bias (lm_head.bias)" in err and str(tmp_path / "ck") in err
+    assert not (tmp_path / "hf").exists()

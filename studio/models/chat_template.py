@@ -36,12 +36,15 @@ def _literal(text: str | None) -> str:
     return "none" if text is None else json.dumps(text, ensure_ascii=False)
 
 
-def jinja_chat_template(template: Template) -> str:
-    """Jinja source that renders `messages` (and add_generation_prompt) exactly as template.render does."""
+def jinja_chat_template(template: Template, answer_end: str | None = None) -> str:
+    """Jinja source that renders `messages` (and add_generation_prompt) exactly as template.render does.
+    answer_end spells the token that closes an answer (default the template's own name for it, e.g. "<eos>";
+    a Hugging Face model's tokenizer has its own EOS string)."""
     system_open, system_close = (_literal(part) for part in template.system_header.split("{}"))
     user_open, user_close = (_literal(part) for part in template.user_header.split("{}"))
     input_open, input_close = (_literal(part) for part in template.input_header.split("{}"))
-    header, separator, answer_end = (_literal(text) for text in (template.assistant_header, template.turn_separator, template.answer_end))
+    header, separator = _literal(template.assistant_header), _literal(template.turn_separator)
+    answer_end = _literal(answer_end or template.answer_end)
     lines = [
         f"{{#- the studio's {template.name!r} template -#}}",
         f"{{%- set ns = namespace(system={_literal(template.default_system)}, after_answer=false) -%}}",

@@ -1,28 +1,28 @@
 """`studio export`: a studio checkpoint as a Hugging Face folder that `transformers` loads without the studio.
 
-The studio's GPT becomes a `gpt2` model with the same logits (studio.models.gpt2_export). The folder:
-model.safetensors and config.json, generation_config.json (the studio's stop ids, so generation ends where
-chat's does), tokenizer.json and tokenizer_config.json whose chat_template renders the template the checkpoint
-was trained with (studio.models.export_tokenizer), and studio_export.json (what was exported from where).
+The studio's GPT becomes a `gpt2` model with the same logits (studio.models.gpt2_export); a Hugging Face model
+(family "hf") is saved as its own type by transformers. The folder: the weights (safetensors) and config.json,
+generation_config.json (the studio's stop ids, so generation ends where chat's does), tokenizer.json and
+tokenizer_config.json whose chat_template renders the template the checkpoint was trained with
+(studio.models.export_tokenizer), and studio_export.json (what was exported from where).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from studio import checkpoint
-from studio.models.export_tokenizer import generation_settings, hf_tokenizer, tokenizer_config
+from studio.models.export_tokenizer import generation_settings, write_tokenizer_files
 from studio.models.gpt2_export import UnmappableModel, gpt2_config, gpt2_weights
 from studio.templates import get_template
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
-TOKENIZER_FILE = "tokenizer.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 PROVENANCE_FILE = "studio_export.json"  # what was exported from where; marks a folder that a new export may replace
 
 
@@ -36,19 +36,31 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     loaded = checkpoint.load(source)
     out = Path(out)
     _check_target(out)
-    template = get_template(loaded.config["template"])
+    write_model = _model_writer(loaded)  # checks the model can be exported before anything is written
+    with checkpoint.staged_directory(out, kind="studio export") as staging:
+        write_model(staging)
+        write_tokenizer_files(staging, loaded.tokenizer, loaded.config["template"], loaded.model.config.context_size)
+        _update_json(staging / GENERATION_CONFIG_FILE, generation_settings(loaded.tokenizer))
+        checkpoint.write_json(staging / PROVENANCE_FILE, _provenance(loaded))
+    return out
+
+
+def _model_writer(loaded: checkpoint.Checkpoint) -> Callable[[Path], None]:
+    """What writes the model's files (weights, config.json) into a folder."""
+    save_folder = getattr(loaded.model, "save_folder", None)
+    if save_folder is not None:  # a Hugging Face model (studio.models.hf): save_pretrained, its own type and dtype
+        return save_folder
     try:
         weights = gpt2_weights(loaded.model)
     except UnmappableModel as error:
         raise ExportError(f"{loaded.path}: {error}") from None
-    with checkpoint.staged_directory(out, kind="studio export") as staging:
-        save_file(weights, staging / MODEL_FILE, metadata={"format": "pt"})
-        checkpoint.write_json(staging / CONFIG_FILE, gpt2_config(loaded.model, loaded.tokenizer, template))
-        hf_tokenizer(loaded.tokenizer).save(str(staging / TOKENIZER_FILE))
-        checkpoint.write_json(staging / TOKENIZER_CONFIG_FILE, tokenizer_config(template, loaded.model.config.context_size))
-        _update_json(staging / GENERATION_CONFIG_FILE, generation_settings(loaded.tokenizer))
-        checkpoint.write_json(staging / PROVENANCE_FILE, _provenance(loaded))
-    return out
+    config = gpt2_config(loaded.model, loaded.tokenizer, get_template(loaded.config["template"], loaded.tokenizer))
+
+    def write(folder: Path) -> None:
+        save_file(weights, folder / MODEL_FILE, metadata={"format": "pt"})
+        checkpoint.write_json(folder / CONFIG_FILE, config)
+
+    return write
 
 
 def _check_target(out: Path) -> None:

@@ -66,8 +66,8 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
     if named:
         # an output-layer bias (the course's GPTMini has one) cannot be folded into gpt2's weights exactly
         what = "an output-layer bias" if "lm_head.bias" in named else "tensors"
-        raise UnmappableModel(f"the model has {what} ({', '.join(sorted(named))}) that a gpt2 model has no place for; "
-                          "exporting would change its logits")
+        raise UnmappableModel(f"the model has {what} ({', '.join(sorted(named))}) that transformers' gpt2 has no place "
+                              "for; exporting would change its logits")
     if not config.bias:  # gpt2 always has biases: zeros compute what no bias does
         dtype = model.tok_emb.weight.dtype
         for layer in range(config.n_layers):
