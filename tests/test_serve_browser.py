@@ -10,6 +10,7 @@ handing the page's terminal to `window` as textual-serve's script is served. Abo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -136,6 +137,16 @@ def test_a_visitor_uses_the_studio_in_chromium_and_the_uninvited_and_the_one_too
             page.keyboard.press("F4")  # the chat pane: its model key is F6 here, browsers keep ctrl+n for a new window
             chat = wait_for_screen(page, "f6 Model")
             assert "^n Model" not in chat
+            temperature = float(re.search(r"temperature (\d+\.\d+)", chat).group(1))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # pressed again until it lands: the focus enters the pane after a frame
+                page.keyboard.press("Control+y")  # temperature up (browsers keep ctrl+t for a new tab)
+                time.sleep(1)
+                now = re.search(r"temperature (\d+\.\d+)", page.evaluate(READ_SCREEN))
+                if now and float(now.group(1)) > temperature:
+                    break
+            else:
+                raise AssertionError(f"ctrl+y did not raise the temperature from {temperature}")
             page.keyboard.press("F5")  # a browser's reload
             wait_for_screen(page, "both models answer the prompts")
             page.keyboard.press("F1")  # a browser's help
