@@ -33,7 +33,7 @@ class TrainConfig:
     dataset: str | None = None  # sft; default paths.DEFAULT_DATASET
     corpus: str | None = None  # pretrain; default paths.DEFAULT_CORPUS
     template: str = "comando"
-    init_from: str | None = None  # checkpoint dir to start from: its weights and its tokenizer
+    init_from: str | None = None  # checkpoint dir (or the course's .pt) to start from: its weights and its tokenizer
     resume: str | None = None  # checkpoint dir to continue exactly (optimizer, RNG, step, data order)
     out_dir: str | None = None  # run folder; default checkpoints/<stage>-<timestamp>
     # Defaults chosen so `studio train` on the bundled data (tiny, CPU) finishes in under 3 minutes
