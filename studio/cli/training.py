@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from studio.cli.common import EXIT_BAD_RECORDS, CliError
+from studio.terminal import detach_from_terminal
 from studio.train_config import DEVICES, TrainConfig, TrainingError
 
 # flags of `studio train` / `studio pretrain` that map one to one onto TrainConfig fields (dest == field name)
@@ -79,7 +80,15 @@ class _StopOnSignals:
 
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: leave without waiting for the save
+        if signum == getattr(signal, "SIGHUP", None):
+            detach_from_terminal()  # at once: a progress bar half-way through a write must not fail
         self.received = signal.Signals(signum).name
+        self.trainer.request_stop()
+
+    def terminal_lost(self) -> None:
+        """A write to the terminal failed (EIO, EPIPE): it is gone as surely as after SIGHUP."""
+        detach_from_terminal()
+        self.received = self.received or "SIGHUP"
         self.trainer.request_stop()
 
     @property
@@ -110,8 +119,9 @@ def _follow_training(trainer, thread, console: Console, signals: _StopOnSignals)
     metrics, shown_events, next_line, last_line = trainer.metrics, 0, 0, 0
     bar = None
     if console.is_terminal:
+        # auto_refresh off: every write to the terminal happens here, on the main thread, where a failed one is caught
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-                       console=console, transient=False)
+                       console=console, transient=False, auto_refresh=False)
         task = bar.add_task(trainer.config.stage, total=trainer.config.steps, stats="preparing")
         bar.start()
     try:
@@ -128,6 +138,7 @@ def _follow_training(trainer, thread, console: Console, signals: _StopOnSignals)
             shown_events = len(snapshot.events)
             if bar:
                 bar.update(task, total=snapshot.total_steps or None, completed=snapshot.step, stats=_progress_stats(snapshot))
+                bar.refresh()
             elif snapshot.last and (snapshot.step >= next_line or (finished and snapshot.step > last_line)):
                 last_line = snapshot.step
                 console.print(f"step {snapshot.step}/{snapshot.total_steps}  {_progress_stats(snapshot)}", markup=False)
@@ -158,8 +169,11 @@ def _run_training(config, console: Console) -> int:
     thread = threading.Thread(target=work, name="studio-train", daemon=True)  # daemon: a second Ctrl-C can leave
     with _StopOnSignals(trainer) as signals:
         thread.start()
-        _follow_training(trainer, thread, console, signals)
-        thread.join()
+        try:
+            _follow_training(trainer, thread, console, signals)
+        except OSError:  # the terminal went away: the run must not go with it
+            signals.terminal_lost()
+        thread.join()  # the trainer saves before it returns; a second Ctrl-C still leaves at once (KeyboardInterrupt)
     error = outcome.get("error")
     if isinstance(error, TrainingError):
         raise CliError(str(error), EXIT_BAD_RECORDS)

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from studio import paths
-from studio.metrics import FAILED, Metrics
+from studio.metrics import ACTIVE, FAILED, Metrics
 from studio.tui.chat_backend import ChatBackend
 from studio.tui.commands import PaneActionsProvider
 from studio.tui.errors import user_message
@@ -38,6 +42,7 @@ from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
 from studio.tui.threads import run_yielding_to_ui, ui_spare_threads, usable_cores
 from studio.tui.workspace import MaskSettings, Workspace
+from studio.terminal import detach_from_terminal
 
 PANES = (
     ("dataset", "Dataset", DatasetPane),
@@ -120,6 +125,9 @@ class StudioApp(App):
         self.sub_title = self.dataset_path.name
         self.watch(self.screen, "focused", self._keep_focus_in_pane, init=False)
         self.call_after_refresh(self._mount_hidden_panes)
+        if not self.is_headless and hasattr(signal, "SIGHUP"):
+            # without a handler SIGHUP (an SSH drop, a closed terminal window) ends the process before a run can save
+            signal.signal(signal.SIGHUP, self._terminal_hung_up)
 
     async def _mount_hidden_panes(self) -> None:
         """Mount the panes not shown at start, after the first frame (which comes sooner without them); then
@@ -283,6 +291,22 @@ class StudioApp(App):
                 await asyncio.wait_for(_finished(self._training_worker), QUIT_WAIT_S)
             except asyncio.TimeoutError:
                 pass
+
+
+    def _terminal_hung_up(self, signum, frame) -> None:
+        """The terminal is gone: stop drawing to it, let a run save, leave. Not through the event loop: Textual's
+        output thread dies on the first write that fails (EIO), and the loop then blocks on its full queue for good."""
+        detach_from_terminal()
+        threading.Thread(target=self._save_and_leave, name="hang-up", daemon=True).start()
+
+    def _save_and_leave(self) -> None:
+        self._quitting = True  # a trainer still being built does not start
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.request_stop()
+            while trainer.metrics.status in ACTIVE:  # it saves, then leaves ACTIVE
+                time.sleep(0.1)
+        os._exit(129)  # 128 + SIGHUP, as a shell reports it; nothing is left to flush: the checkpoint is fsynced
 
 
 async def _finished(worker: Worker) -> None:
