@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from studio import paths
 from studio.metrics import ACTIVE, FAILED, Metrics
+from studio.terminal import detach_from_terminal
 from studio.tui.chat_backend import ChatBackend
 from studio.tui.commands import PaneActionsProvider
 from studio.tui.errors import user_message
@@ -42,7 +43,6 @@ from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
 from studio.tui.threads import run_yielding_to_ui, ui_spare_threads, usable_cores
 from studio.tui.workspace import MaskSettings, Workspace
-from studio.terminal import detach_from_terminal
 
 PANES = (
     ("dataset", "Dataset", DatasetPane),
