@@ -13,7 +13,7 @@ renamed into place, so a save killed half-way never replaces a good checkpoint w
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 import time
@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from studio import paths
+from studio import paths, safe_io
 from studio.model import GPT, GPTConfig
 from studio.paths import CHECKPOINTS_DIR
 from studio.templates import TEMPLATES
@@ -78,6 +78,10 @@ def save(path: str | Path, model: GPT, tokenizer: Tokenizer, config: dict, optim
             state_json, state_tensors = _split_tensors(_trainer_state(config, optimizer, trainer_state))
             save_file(state_tensors, staging / STATE_TENSORS_FILE)
             write_json(staging / STATE_JSON_FILE, state_json)
+        # safetensors creates its files 0600; give them the mode the other files got from the umask
+        for name in (MODEL_FILE, STATE_TENSORS_FILE):
+            if (staging / name).exists():
+                os.chmod(staging / name, (staging / CONFIG_FILE).stat().st_mode & 0o777)
     return path
 
 
@@ -143,7 +147,7 @@ def _split_tensors(value, name: str = "", tensors: dict | None = None):
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    path.write_text(safe_io.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _fsync(path: Path) -> None:
@@ -183,6 +187,32 @@ def _clean_leftovers(path: Path) -> None:
             os.rename(_aside(path), path)
 
 
+def recover_interrupted_save(path: Path) -> None:
+    """Put back the checkpoint a save killed between its two renames left aside in .<name>.old, so that loading
+    (chat, --resume) finds it. Not while a save of a live process is under way: that one renames it back itself."""
+    aside = _aside(path)
+    if path.exists() or not (aside / CONFIG_FILE).is_file():
+        return
+    if any(_save_in_progress(staging) for staging in path.parent.glob(f".{path.name}.tmp-*")):
+        return
+    try:
+        os.rename(aside, path)
+    except OSError:
+        pass  # another process recovered it first, or the folder is read-only: load() then says what it finds
+
+
+def _save_in_progress(staging: Path) -> bool:
+    """Whether the process named in a staging directory's name (.<name>.tmp-<pid>-<ns>) is alive."""
+    try:
+        pid = int(staging.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- load
 
 
@@ -208,12 +238,15 @@ def load(path: str | Path, device: str | torch.device = "cpu", with_trainer_stat
 def resolve(path: str | Path) -> Path:
     """The checkpoint directory of path: path itself, or its checkpoint/ when path is a run folder."""
     path = Path(path)
+    recover_interrupted_save(path)
+    recover_interrupted_save(path / RUN_CHECKPOINT_DIR)
     if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:  # refused by its name: not a byte of it is read
         raise CheckpointError(f"{path}: a pickle file (torch.save), never loaded here since it could run code; "
                               f"convert it once with `studio import {path}` and use the directory that writes")
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path}: is a file; a checkpoint is a directory holding {MODEL_FILE}, {CONFIG_FILE} and {TOKENIZER_FILE}")
     if not path.is_dir():
-        hint = " (an interrupted save left the previous one aside; the next save restores it)" if _aside(path).is_dir() else ""
-        raise CheckpointError(f"{path}: no such checkpoint directory{hint}")
+        raise CheckpointError(f"{path}: no such checkpoint directory")
     if not (path / CONFIG_FILE).exists() and (path / RUN_CHECKPOINT_DIR).is_dir():
         return path / RUN_CHECKPOINT_DIR
     return path
@@ -221,12 +254,10 @@ def resolve(path: str | Path) -> Path:
 
 def _read_json(path: Path, name: str, problems: list[str]) -> dict | None:
     try:
-        data = json.loads((path / name).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(f"{name} is missing")
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        problems.append(f"{name} is corrupt (not valid JSON: {error})")
+        data = safe_io.read_json(path / name)
+    except safe_io.UnreadableFile as error:
+        problems.append(f"{name} is missing" if error.missing else f"{name} is corrupt ({error.reason})" if error.corrupt
+                        else f"{name}: {error.reason}")
         return None
     if not isinstance(data, dict):
         problems.append(f"{name} is corrupt (expected a JSON object)")
@@ -239,8 +270,9 @@ def _check_config(config: dict, problems: list[str]) -> GPTConfig | None:
     if version != FORMAT_VERSION:
         problems.append(f"{CONFIG_FILE}: format_version {version!r}, this version reads {FORMAT_VERSION}")
         return None
-    if config.get("template") not in TEMPLATES:
-        problems.append(f"{CONFIG_FILE}: unknown template {config.get('template')!r}")
+    template = config.get("template")
+    if not isinstance(template, str) or template not in TEMPLATES:
+        problems.append(f"{CONFIG_FILE}: unknown template {template!r}")
     try:
         return GPTConfig.from_dict(config["model"])
     except (KeyError, TypeError, ValueError) as error:
@@ -266,28 +298,51 @@ def _read_tokenizer(path: Path, config: dict | None, gpt_config: GPTConfig | Non
 
 def _read_weights(path: Path, gpt_config: GPTConfig | None, problems: list[str]) -> dict[str, torch.Tensor] | None:
     file = path / MODEL_FILE
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         found = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
         problems.append(f"{MODEL_FILE} is missing{found}")
         return None
     try:
-        weights = load_file(file)
+        safe_io.check_regular_file(file, math.inf, "safetensors file")
+        header = _header_shapes(file)
+    except safe_io.UnreadableFile as error:
+        problems.append(f"{MODEL_FILE}: {error.reason}")
+        return None
     except (SafetensorError, OSError) as error:
         problems.append(f"{MODEL_FILE} is corrupt ({error})")
         return None
-    if gpt_config is None:
-        return weights
+    if gpt_config is not None and not _matches_config(header, gpt_config, problems):
+        return None
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as error:
+        problems.append(f"{MODEL_FILE} is corrupt ({error})")
+        return None
+
+
+def _header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, without reading a single weight."""
+    with safe_open(file, framework="pt") as weights:
+        return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+
+
+def _matches_config(header: dict[str, tuple[int, ...]], gpt_config: GPTConfig, problems: list[str]) -> bool:
+    """Whether the weight file holds the tensors config.json describes. The layer count is compared first, from the
+    names alone: building even a memory-less model of a config claiming 100 000 layers takes minutes."""
+    layers = {name.split(".")[1] for name in header if name.startswith("blocks.")}
+    if len(layers) != gpt_config.n_layers:
+        problems.append(f"{MODEL_FILE} holds {len(layers)} layers, {CONFIG_FILE} says n_layers {gpt_config.n_layers}")
+        return False
     expected = {name: tuple(shape) for name, shape in _expected_shapes(gpt_config).items()}
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong = [f"{name} {tuple(weights[name].shape)} != {expected[name]}" for name in sorted(set(expected) & set(weights))
-             if tuple(weights[name].shape) != expected[name]]
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    wrong = [f"{name} {header[name]} != {expected[name]}" for name in sorted(set(expected) & set(header)) if header[name] != expected[name]]
     for label, names in (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatch", wrong)):
         if names:
             shown = ", ".join(names[:4]) + (f", … {len(names) - 4} more" if len(names) > 4 else "")
             problems.append(f"{MODEL_FILE}: {label} vs {CONFIG_FILE}: {shown}")
-    return weights
+    return not (missing or unexpected or wrong)
 
 
 def _expected_shapes(gpt_config: GPTConfig) -> dict[str, torch.Size]:
@@ -358,6 +413,8 @@ def find_all(root: str | Path = CHECKPOINTS_DIR) -> list[Path]:
     if not root.is_dir():
         return []
     visitors = paths.VISITORS_DIR if not root.resolve().is_relative_to(paths.VISITORS_DIR) else None
+    for config in root.rglob(f".*.old/{CONFIG_FILE}"):  # left aside by a save killed between its renames
+        recover_interrupted_save(config.parent.with_name(config.parent.name[1:-len(".old")]))
     found = []
     for config in root.rglob(CONFIG_FILE):
         if any(part.startswith(".") for part in config.parent.relative_to(root).parts):

@@ -120,11 +120,29 @@ def test_leftovers_of_a_killed_save_are_ignored_then_cleaned(tmp_path, tokenizer
 def test_kill_between_the_two_renames_is_undone_by_the_next_save(tmp_path, tokenizer):
     path = save_tiny(tmp_path / "ck", tokenizer)
     os.rename(path, tmp_path / ".ck.old")  # the old checkpoint moved aside, the new one never renamed in
-    with pytest.raises(CheckpointError, match="interrupted save"):
-        checkpoint.load(path)
     save_tiny(tmp_path / "ck", tokenizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
     checkpoint.load(path)
+
+
+def test_kill_between_the_two_renames_is_recovered_on_load(tmp_path, tokenizer):
+    run = tmp_path / "run"
+    path = save_tiny(run / "checkpoint", tokenizer)
+    os.rename(path, run / ".checkpoint.old")  # killed between the renames: the good checkpoint hidden aside
+    (run / f".checkpoint.tmp-{2**22 + 12345}-1").mkdir()  # and the staging dir of the killed (dead) process
+    assert checkpoint.latest(tmp_path) == path  # chat's default finds it
+    os.rename(path, run / ".checkpoint.old")
+    assert checkpoint.load(run).path == path  # --resume/--checkpoint RUN finds it
+    assert (path / "model.safetensors").exists()
+
+
+def test_a_save_under_way_in_a_live_process_is_left_alone(tmp_path, tokenizer):
+    path = save_tiny(tmp_path / "ck", tokenizer)
+    os.rename(path, tmp_path / ".ck.old")
+    (tmp_path / f".ck.tmp-{os.getpid()}-1").mkdir()  # this process is between the renames right now
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        checkpoint.load(path)
+    assert (tmp_path / ".ck.old").is_dir()
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_checkpoint(tmp_path, tokenizer):
