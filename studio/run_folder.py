@@ -15,7 +15,7 @@ from pathlib import Path
 
 from studio import checkpoint, paths
 from studio.metrics import Metrics, ProbeAnswer, StepRecord
-from studio.train_config import TrainConfig
+from studio.train_config import TrainConfig, TrainingError
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -39,6 +39,32 @@ def new_run_dir(kind: str) -> Path:
         run_dir = paths.CHECKPOINTS_DIR / f"{kind}-{stamp}-{suffix}"
         suffix += 1
     return run_dir
+
+
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse, before any work, an --out the run could not end well in: a file (or a folder under one), a folder whose
+    checkpoint/ is not a checkpoint (the save would refuse it at the end), or an earlier run (the save would replace it)."""
+    if not config.out_dir:
+        return  # a new timestamped folder, or the resumed run's own
+    run_dir = Path(config.out_dir)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise TrainingError(f"{run_dir}: {folder} is a file, not a folder; choose another --out")
+            break
+    target = run_dir / checkpoint.RUN_CHECKPOINT_DIR
+    checkpoint.recover_interrupted_save(target)
+    resuming_here = config.resume and Path(config.resume).resolve() in (target.resolve(), run_dir.resolve())
+    if not target.exists() or resuming_here:
+        return
+    if not (target / checkpoint.CONFIG_FILE).is_file():
+        raise TrainingError(f"{target}: exists and is not a checkpoint, so the run could not save there; choose another --out")
+    try:
+        step = json.loads((target / checkpoint.CONFIG_FILE).read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError, AttributeError):
+        step = "?"
+    raise TrainingError(f"{run_dir}: holds an earlier run (checkpoint of step {step}) that this one would replace; "
+                        f"choose another --out, or go on with that run: --resume {run_dir}")
 
 
 def keep_metrics_up_to(path: Path, step: int) -> list[dict]:

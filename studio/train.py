@@ -28,12 +28,13 @@ from studio.batching import Batch, collate, example_rows
 from studio.devices import resolve_device, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.lint import dataset_texts
+from studio.keeping import DivergenceGuard, rescue_save
 from studio.masking import IGNORE, Example
 from studio.metrics import FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, DONE, Metrics, StepRecord
 from studio.model import GPT, PRESETS, model_config
 from studio.models import load_model_source
 from studio.rows import row_tokens
-from studio.run_folder import METRICS_FILE, MetricsLog, choose_run_dir, keep_metrics_up_to, replay_metrics
+from studio.run_folder import METRICS_FILE, MetricsLog, check_run_dir, choose_run_dir, keep_metrics_up_to, replay_metrics
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
 from studio.train_config import TrainConfig, TrainingError, lr_at
@@ -130,8 +131,8 @@ class Trainer:
     def prepare(self) -> None:
         """Load the data, the tokenizer and the model, create the run folder; run() calls it if needed."""
         self.metrics.set_status(LOADING)
-        config = self.config
-        config.validate()
+        self.config.validate()
+        self.config = config = self.config.with_absolute_paths()  # saved with the run: a resume works from any folder
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -140,6 +141,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         source = self._load_source_checkpoint()
         config = self.config  # a resume replaces it with the resumed run's settings
+        check_run_dir(config)
         torch.manual_seed(config.seed)
         self.template = get_template(config.template)
         if config.stage == "sft":
@@ -246,7 +248,10 @@ class Trainer:
 
     def _open_run_dir(self) -> None:
         config, run_dir = self.config, choose_run_dir(self.config)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrainingError(f"{run_dir}: cannot create the run folder ({error.strerror})") from None
         self.run_dir = run_dir
         self._saved_step = -1
         metrics_path = run_dir / METRICS_FILE
@@ -256,6 +261,7 @@ class Trainer:
                 replay_metrics(kept, self.metrics)
             if Path(config.resume).resolve() == (run_dir / checkpoint.RUN_CHECKPOINT_DIR).resolve():
                 self._saved_step = self.step  # that checkpoint is this step already
+                self.last_checkpoint = run_dir / checkpoint.RUN_CHECKPOINT_DIR
         elif metrics_path.exists():
             metrics_path.unlink()  # a new run in a reused --out folder starts a new log
         self._log.open(metrics_path, self.step)
@@ -268,6 +274,7 @@ class Trainer:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         sync_every = 1 if self.device.type == "cpu" else CUDA_SYNC_EVERY
         pending: list[tuple[int, torch.Tensor, torch.Tensor, float, Batch]] = []
+        self._guard = DivergenceGuard(self._probe_loss())
         self._clock_start, self._paused_total = time.perf_counter(), 0.0
         self._window_start = self._clock_start
         for step in range(self.step + 1, config.steps + 1):
@@ -333,8 +340,7 @@ class Trainer:
         for (step, _, _, lr, _), (loss, grad_norm) in zip(pending, values):
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
-                kept = f"kept the last good checkpoint {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was saved"
-                raise TrainingError(f"{what} at step {step} (lr {lr:.3g}): training diverged, lower the learning rate; {kept}")
+                raise TrainingError(f"{what} at step {step} (lr {lr:.3g}): training diverged, lower the learning rate; {self._kept()}")
             record = StepRecord(step, loss, lr, grad_norm, tokens / seconds, trained / seconds, elapsed)
             self.metrics.record_step(record)
             self._log.write(asdict(record))
@@ -369,15 +375,38 @@ class Trainer:
             self.model.train()
         return total.item() / count
 
+    @torch.no_grad()
+    def _probe_loss(self) -> float:
+        """Loss of the current weights on the run's first training batch: what studio.keeping judges weights by."""
+        batch = self.batches.get(1).to(self.device)
+        self.model.eval()
+        try:
+            with self._training_precision():
+                _, loss = self.model(batch.inputs, batch.targets)
+        finally:
+            self.model.train()
+        return loss.item()
+
+    def _kept(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was saved"
+        return f"kept the last good checkpoint, of step {self._saved_step}: {self.last_checkpoint}"
+
     def _save(self) -> None:
+        """Save the weights if they are good (studio.keeping); else stop the run, keeping the last good checkpoint."""
+        problem = self._guard.problem(self.model, self._probe_loss())
+        if problem:
+            raise TrainingError(f"training diverged: at step {self.step} {problem}; lower the learning rate; {self._kept()}")
         config = {"template": self.config.template, "stage": self.config.stage, "step": self.step,
                   "parent": self.parent, "training": self.config.to_dict()}
         state = {"step": self.step, "extra": {"elapsed": self._elapsed(), "data_sha256": self._data_digest}}
+        target = self.run_dir / checkpoint.RUN_CHECKPOINT_DIR
         try:
-            path = checkpoint.save(self.run_dir / checkpoint.RUN_CHECKPOINT_DIR, self.model, self.tokenizer, config,
-                                   optimizer=self.optimizer, trainer_state=state)
-        except (checkpoint.CheckpointError, OSError) as error:
-            raise TrainingError(f"cannot save the checkpoint: {error}") from None
+            path = checkpoint.save(target, self.model, self.tokenizer, config, optimizer=self.optimizer, trainer_state=state)
+        except Exception as error:  # noqa: BLE001 - whatever failed (a full disk, text JSON cannot hold), the weights must survive
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            where = rescue_save(self.run_dir, self.step, self.model, self.tokenizer, config)
+            raise TrainingError(f"cannot save the checkpoint in {target}: {reason}; {where}") from None
         self.last_checkpoint, self._saved_step = path, self.step
         self.metrics.record_checkpoint(str(path))
         self._log.write({"step": self.step, "checkpoint": str(path)})

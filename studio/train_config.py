@@ -8,7 +8,8 @@ has loaded.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from studio.presets import DEFAULT_PRESET, PRESETS
@@ -22,6 +23,9 @@ except ModuleNotFoundError:  # Python 3.10
 STAGES = ("pretrain", "sft")
 DEVICES = ("auto", "cpu", "cuda")
 PATH_FIELDS = ("dataset", "corpus", "init_from", "resume", "out_dir")
+MIN_LR_RATIO = 0.05  # min_lr, when not set, is this share of lr (the default run: 6e-3 → 3e-4)
+MAX_CONTEXT_SIZE = 32768  # tokens; far beyond what these models train at, far below a size that exhausts memory at once
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
 
 
 @dataclass
@@ -42,7 +46,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 6e-3
     warmup_steps: int = 50
-    min_lr: float = 3e-4  # the cosine ends here at the last step
+    min_lr: float | None = None  # the cosine ends here at the last step; None: lr x MIN_LR_RATIO
     weight_decay: float = 0.0  # memorising a small dataset is the goal; decay only slows it
     grad_clip: float = 1.0  # 0 disables clipping
     context_size: int | None = None  # None: the preset's (or the init_from checkpoint's)
@@ -89,6 +93,11 @@ class TrainConfig:
                 values[key] = str(path.parent / Path(values[key]).expanduser())
         return cls.from_dict(values, str(path))
 
+    def with_absolute_paths(self) -> "TrainConfig":
+        """The same settings with every path absolute, so the run's saved settings work from any folder."""
+        return replace(self, **{key: os.path.abspath(os.path.expanduser(getattr(self, key)))
+                                for key in PATH_FIELDS if getattr(self, key)})
+
     def validate(self, source: str = "config") -> None:
         checks = [
             (self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}"),
@@ -98,11 +107,13 @@ class TrainConfig:
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.min_lr <= self.lr, f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}"),
+            (self.min_lr is None or 0 <= self.min_lr <= self.lr, f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
-            (self.context_size is None or self.context_size >= 2, f"context_size must be >= 2, got {self.context_size}"),
+            (self.context_size is None or 2 <= self.context_size <= MAX_CONTEXT_SIZE,
+             f"context_size must be between 2 and {MAX_CONTEXT_SIZE}, got {self.context_size}"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be between 0 and 2**63 - 1, got {self.seed}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
             (self.probes >= 0, f"probes must be >= 0, got {self.probes}"),
             (self.probe_tokens >= 1, f"probe_tokens must be >= 1, got {self.probe_tokens}"),
@@ -133,4 +144,5 @@ def lr_at(step: int, config: TrainConfig) -> float:
     if step <= config.warmup_steps:
         return config.lr * step / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
+    min_lr = config.min_lr if config.min_lr is not None else config.lr * MIN_LR_RATIO
+    return min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (config.lr - min_lr)
