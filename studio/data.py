@@ -9,10 +9,13 @@ the problems at once instead of fixing them one traceback at a time.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from studio import safe_io
 
 Role = Literal["user", "assistant"]
 
@@ -25,6 +28,10 @@ ACCEPTED_SHAPES = (
 )
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+# A record longer than this is refused before it is parsed or tokenized: no context of the studio (at most
+# train_config.MAX_CONTEXT_SIZE = 32768 tokens) holds a million characters, and tokenizing one costs ~150 bytes a character.
+MAX_RECORD_CHARS = 1_000_000
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's "\ud800" escape: not text, and no file can hold it as UTF-8
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,11 @@ class LoadResult:
         return len(self.errors) + sum(self.formats.values())
 
 
-def load(path: str | Path) -> LoadResult:
-    """Read a dataset file; raise DatasetError for file-level problems, collect record-level ones."""
+def load(path: str | Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> LoadResult:
+    """Read a dataset file (a regular file of at most max_mb MiB); raise DatasetError for file-level problems,
+    collect record-level ones."""
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path, max_mb)
     result = LoadResult(path=path, conversations=[])
     for location, record in _records(path, text, result):
         try:
@@ -94,15 +102,12 @@ def load(path: str | Path) -> LoadResult:
     return result
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> str:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path}: is a directory, expected a .json or .jsonl file") from None
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read ({error.strerror})") from None
+        raw = safe_io.read_bytes(path, max_mb, "JSON or JSONL file")
+    except safe_io.UnreadableFile as error:
+        hint = "; --max-file-mb raises the limit" if "larger than" in error.reason else ""
+        raise DatasetError(f"{error}{hint}") from None
     try:
         text = raw.decode("utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
     except UnicodeDecodeError as error:
@@ -117,7 +122,7 @@ def _records(path: Path, text: str, result: LoadResult):
     """Yield (location, parsed JSON value) per record; JSON syntax errors go to result.errors."""
     if text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = safe_io.parse_json(text)
         except json.JSONDecodeError as error:
             raise DatasetError(f"{path}:{error.lineno}: invalid JSON at column {error.colno}: {error.msg}") from None
         if not isinstance(items, list):  # e.g. "[1] [2]" is caught above; this is defensive for odd top-levels
@@ -131,8 +136,11 @@ def _records(path: Path, text: str, result: LoadResult):
         if not line.strip():
             continue
         location = f"{path}:{line_number}"
+        if len(line) > MAX_RECORD_CHARS:
+            result.errors.append(RecordError(location, _too_long(len(line))))
+            continue
         try:
-            yield location, json.loads(line)
+            yield location, safe_io.parse_json(line)
         except json.JSONDecodeError as error:
             result.errors.append(RecordError(location, f"invalid JSON at column {error.colno}: {error.msg}"))
 
@@ -225,7 +233,20 @@ def _required_text(record: dict, key: str, location: str, where: str = "") -> st
         raise RecordError(location, f'{prefix}field "{key}" must be a string, got {_json_type(value)}')
     if not value.strip():
         raise RecordError(location, f'{prefix}field "{key}" is empty')
+    return _checked_text(value, key, location, prefix)
+
+
+def _checked_text(value: str, key: str, location: str, prefix: str = "") -> str:
+    if len(value) > MAX_RECORD_CHARS:
+        raise RecordError(location, f'{prefix}field "{key}": {_too_long(len(value))}')
+    surrogate = _LONE_SURROGATE.search(value)
+    if surrogate:
+        raise RecordError(location, f'{prefix}field "{key}" holds a lone UTF-16 surrogate (\\u{ord(surrogate.group()):04x}), which is not text')
     return value
+
+
+def _too_long(length: int) -> str:
+    return f"{length:,} characters, more than any context holds (the limit is {MAX_RECORD_CHARS:,}); shorten it or leave it out"
 
 
 def _optional_text(record: dict, key: str, location: str) -> str | None:
@@ -234,7 +255,7 @@ def _optional_text(record: dict, key: str, location: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise RecordError(location, f'field "{key}" must be a string, got {_json_type(value)}')
-    return value if value.strip() else None
+    return _checked_text(value, key, location) if value.strip() else None
 
 
 def _json_type(value: object) -> str:
@@ -242,7 +263,7 @@ def _json_type(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def read_corpus(path: str | Path) -> str:
+def read_corpus(path: str | Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> str:
     """Plain-text pretraining corpus (UTF-8, BOM tolerated); same one-line errors as datasets."""
-    text = _read_text(Path(path))
+    text = _read_text(Path(path), max_mb)
     return text.replace("\r\n", "\n")

@@ -16,6 +16,7 @@ from ftfy.badness import is_bad
 from studio.data import Conversation
 from studio.masking import Example, conversation_examples
 from studio.templates import Template
+from studio.terminal import has_control_characters
 from studio.tokenizer import Tokenizer
 
 ALL_MASKED = "all-masked"
@@ -24,6 +25,7 @@ RESPONSE_TRUNCATED = "response-truncated"
 DUPLICATE = "duplicate"
 EMPTY_RESPONSE = "empty-response"
 MOJIBAKE = "mojibake"
+CONTROL_CHARS = "control-chars"
 FLAG_MEANINGS = {
     ALL_MASKED: "no token is trained: the example teaches nothing and is dropped",
     EOS_NOT_TRAINED: "an answer's end token is not trained: the model will not learn to stop",
@@ -31,6 +33,7 @@ FLAG_MEANINGS = {
     DUPLICATE: "the same conversation appears earlier in the file",
     EMPTY_RESPONSE: "an answer has no letter or digit",
     MOJIBAKE: "text looks double-encoded (e.g. 'Ã§' for 'ç'); fix it with ftfy",
+    CONTROL_CHARS: "text holds control characters (e.g. ESC, shown as ␛) that could act on a terminal or confuse the model",
 }
 
 
@@ -68,6 +71,8 @@ def conversation_flags(conversation: Conversation, parts: list[Example], duplica
         flags.append(EMPTY_RESPONSE)
     if any(is_bad(text) for text in conversation_texts(conversation)):
         flags.append(MOJIBAKE)
+    if any(has_control_characters(text) for text in conversation_texts(conversation)):
+        flags.append(CONTROL_CHARS)
     return flags
 
 

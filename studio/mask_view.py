@@ -11,6 +11,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from studio.masking import Example
+from studio.terminal import visible
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 NEWLINE_GLYPH = "↵"
@@ -23,7 +24,7 @@ HEAT_COLOURS = ("blue", "dodger_blue2", "cyan3", "green3", "yellow3", "orange3",
 def token_label(text: str, special: str | None) -> str:
     if special is not None:
         return "⟨eos⟩" if special == "<eos>" else special
-    return text.replace("\n", NEWLINE_GLYPH + "\n")
+    return visible(text).replace("\n", NEWLINE_GLYPH + "\n")  # an ESC in the data shows as ␛, it never reaches the terminal
 
 
 def mask_text(example: Example, tokenizer, monochrome: bool = False, losses: list[float | None] | None = None,

@@ -29,6 +29,16 @@ class GPTConfig:
     head_bias: bool = False  # a bias on the LM head: only imported models have one (the course's GPTMini)
 
     def __post_init__(self):
+        # a checkpoint's config.json is user input: every field is checked before anything is built from it
+        for name in ("vocab_size", "context_size", "d_model", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        for name in ("tie_weights", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
@@ -38,6 +48,8 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
         # A typo in a checkpoint's config.json must not silently fall back to a default.
+        if not isinstance(d, dict):
+            raise ValueError(f"expected an object of GPTConfig fields, got {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown GPTConfig keys: {', '.join(unknown)}")

@@ -13,7 +13,7 @@ from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
-from studio import checkpoint, paths
+from studio import checkpoint, paths, safe_io
 from studio.metrics import Metrics, ProbeAnswer, StepRecord
 from studio.train_config import TrainConfig, TrainingError
 
@@ -127,7 +127,7 @@ class MetricsLog:
             self.write({"step": step, "event": text})
 
     def write(self, entry: dict) -> None:
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.write(safe_io.dumps(entry) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from studio import safe_io
 from studio.templates import EOS, IM_END, IM_START
 
 PAD = "<pad>"
@@ -84,7 +85,7 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        temporary.write_text(safe_io.dumps(self.to_dict()), encoding="utf-8")
         os.replace(temporary, path)
 
     def same_as(self, other: "Tokenizer") -> bool:
@@ -184,7 +185,10 @@ def tokenizer_from_dict(data: dict, source: str = "tokenizer") -> Tokenizer:
         if kind == "char":
             if list(data.get("special_tokens", [])) != list(SPECIAL_TOKENS):
                 raise ValueError("special tokens differ from this version's")
-            return CharTokenizer(data["chars"])
+            chars = data["chars"]
+            if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
+                raise ValueError("chars must be a list of distinct single characters")
+            return CharTokenizer(chars)
         if kind == "bpe":
             return BPETokenizer(HFTokenizer.from_str(json.dumps(data["hf"])))
     except Exception as error:  # KeyError/TypeError from our dict, a plain Exception from HF's parser
@@ -194,10 +198,4 @@ def tokenizer_from_dict(data: dict, source: str = "tokenizer") -> Tokenizer:
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a valid tokenizer JSON ({error})") from None
-    return tokenizer_from_dict(data, str(path))
+    return tokenizer_from_dict(safe_io.read_json(path, what="tokenizer.json"), str(path))  # UnreadableFile is a ValueError

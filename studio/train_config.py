@@ -60,6 +60,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: on for CUDA and for CPUs with native bf16 (AMX / avx512_bf16)
     train_on_prompt: bool = False
     skip_invalid: bool = False  # train on the valid records of a dataset with bad ones
+    max_file_mb: float = 1024  # a dataset or corpus file larger than this is refused before it is read
     threads: int | None = None  # torch CPU threads; None: torch's default
 
     def to_dict(self) -> dict:

@@ -39,7 +39,7 @@ def file_digest(path: Path) -> str:
 def load_conversations(config: TrainConfig, event: Callable[[str], None]) -> tuple[list[data.Conversation], Path]:
     path = Path(config.dataset or paths.DEFAULT_DATASET)
     try:
-        result = data.load(path)
+        result = data.load(path, config.max_file_mb)
     except data.DatasetError as error:
         raise TrainingError(str(error)) from None
     if result.errors:
@@ -57,7 +57,7 @@ def load_conversations(config: TrainConfig, event: Callable[[str], None]) -> tup
 def load_corpus(config: TrainConfig) -> tuple[str, Path]:
     path = Path(config.corpus or paths.DEFAULT_CORPUS)
     try:
-        return data.read_corpus(path), path
+        return data.read_corpus(path, config.max_file_mb), path
     except data.DatasetError as error:
         raise TrainingError(str(error)) from None
 

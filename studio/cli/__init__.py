@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from studio import paths
+from studio import paths, safe_io
 from studio.cli.common import EXIT_BAD_INPUT, CliError
 from studio.cli.convert_commands import cmd_export, cmd_import
 from studio.cli.data_commands import cmd_check, cmd_mask
@@ -22,6 +22,7 @@ from studio.cli.serve_command import add_serve_parser
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATE_NAMES, TEMPLATES
+from studio.terminal import visible
 from studio.tokenizer import TRAINABLE_KINDS
 
 FROM_HELP = "start from this checkpoint's weights and tokenizer (a checkpoint dir, a run folder or the course's .pt file)"
@@ -37,6 +38,7 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bpe-vocab", type=int, default=4096, help="vocabulary size of the BPE tokenizer")
     parser.add_argument("--context", type=int, default=DEFAULT_CONTEXT, help="model context length in tokens")
     parser.add_argument("--skip-invalid", action="store_true", help="use the valid records of a file with bad ones")
+    parser.add_argument("--max-file-mb", type=float, default=safe_io.DEFAULT_LIMIT_MB, help="refuse a larger dataset file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args, console)
     except CliError as error:
-        errors.print(f"studio {args.command}: {error}", soft_wrap=True, markup=False)
+        errors.print(f"studio {args.command}: {visible(str(error))}", soft_wrap=True, markup=False)
         return error.code
     except ValueError as error:  # bad option values from the engine (unknown template, bad tokenizer file, …)
-        errors.print(f"studio {args.command}: {error}", soft_wrap=True, markup=False)
+        errors.print(f"studio {args.command}: {visible(str(error))}", soft_wrap=True, markup=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         errors.print(f"studio {args.command}: interrupted")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from studio import data
+from studio import data, safe_io
+from studio.terminal import visible
 
 EXIT_BAD_INPUT = 2  # the file cannot be used at all
 EXIT_BAD_RECORDS = 1  # some records are bad, or the dataset leaves nothing to train on
@@ -25,16 +27,16 @@ def invalid_records_error(path: Path, result: data.LoadResult) -> CliError:
     )
 
 
-def load_conversations(path: Path, skip_invalid: bool, console: Console) -> list[data.Conversation]:
+def load_conversations(path: Path, skip_invalid: bool, console: Console, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> list[data.Conversation]:
     """Load a dataset; refuse it when records are bad unless --skip-invalid, and then say how many were skipped."""
     try:
-        result = data.load(path)
+        result = data.load(path, max_mb)
     except data.DatasetError as error:
         raise CliError(str(error)) from None
     if result.errors:
         shown = result.errors[:20]
         for error in shown:
-            console.print(f"[red]error[/] {error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error[/] {escape(visible(str(error)))}", highlight=False, soft_wrap=True)
         if len(result.errors) > len(shown):
             console.print(f"… and {len(result.errors) - len(shown)} more bad records", highlight=False)
         if not skip_invalid:

@@ -6,15 +6,22 @@ import json
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from studio import data
-from studio.cli.common import EXIT_BAD_RECORDS, CliError, invalid_records_error, load_conversations
+from studio.cli.common import (
+    EXIT_BAD_RECORDS,
+    CliError,
+    invalid_records_error,
+    load_conversations,
+)
 from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_texts, lint_dataset
 from studio.mask_view import counts_text, legend, mask_text, part_banner
 from studio.masking import mask_json
 from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.rows import row_tokens
 from studio.templates import MODEL_TEMPLATE, get_template
+from studio.terminal import visible
 from studio.tokenizer import train_tokenizer
 
 DEFAULT_TEMPLATE = "comando"
@@ -30,7 +37,7 @@ def _template_and_tokenizer(args, conversations):
 
 
 def _dataset_setup(args, console: Console):
-    conversations = load_conversations(args.dataset, args.skip_invalid, console)
+    conversations = load_conversations(args.dataset, args.skip_invalid, console, args.max_file_mb)
     template, tokenizer = _template_and_tokenizer(args, conversations)
     return conversations, template, tokenizer, row_tokens(args.context)
 
@@ -50,7 +57,7 @@ def cmd_mask(args, console: Console) -> int:
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return 0
     monochrome = console.no_color or console.color_system is None
-    console.print(f"[bold]{conversations[args.index].source}[/]  template {template.name}  tokenizer {tokenizer.describe()}")
+    console.print(f"[bold]{escape(visible(conversations[args.index].source))}[/]  template {template.name}  tokenizer {tokenizer.describe()}")
     for number, example in enumerate(parts, start=1):
         if len(parts) > 1:
             console.print(part_banner(number, len(parts)))
@@ -65,14 +72,14 @@ def cmd_mask(args, console: Console) -> int:
 
 def cmd_check(args, console: Console) -> int:
     try:
-        result = data.load(args.dataset)
+        result = data.load(args.dataset, args.max_file_mb)
     except data.DatasetError as error:
         raise CliError(str(error)) from None
     for error in result.errors[:20]:
-        console.print(f"[red]error[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/] {escape(visible(str(error)))}", highlight=False, soft_wrap=True)
     if len(result.errors) > 20:
         console.print(f"… and {len(result.errors) - 20} more bad records", highlight=False)
-    console.print(f"[bold]{args.dataset}[/]: {result.records} records, {len(result.conversations)} conversations", highlight=False)
+    console.print(f"[bold]{escape(visible(str(args.dataset)))}[/]: {result.records} records, {len(result.conversations)} conversations", highlight=False)
     for fmt, count in sorted(result.formats.items()):
         console.print(f"  {fmt:<14} {count}")
     if result.errors:
@@ -89,7 +96,7 @@ def cmd_check(args, console: Console) -> int:
     console.print(f"split at turns to fit the context: {report.split}   truncated at context: {report.truncated}")
     for flag, count in sorted(report.flag_counts.items()):
         sources = report.sources_with(flag)
-        listed = ", ".join(sources[:5]) + (f", … {len(sources) - 5} more" if len(sources) > 5 else "")
+        listed = escape(visible(", ".join(sources[:5]))) + (f", … {len(sources) - 5} more" if len(sources) > 5 else "")
         console.print(f"[yellow]{flag}[/] {count}: {FLAG_MEANINGS[flag]} — {listed}", highlight=False, soft_wrap=True)
     if result.errors and not args.skip_invalid:
         raise invalid_records_error(args.dataset, result)

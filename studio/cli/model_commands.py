@@ -13,6 +13,7 @@ from rich.console import Console
 from studio import data, paths
 from studio.cli.common import CliError
 from studio.templates import get_template
+from studio.terminal import visible
 
 
 def _open_checkpoint(path: Path | None):
@@ -45,7 +46,7 @@ def _print_reply(loaded, template, conversation: data.Conversation, sampling, er
     for warning in reply.warnings:
         errors.print(f"warning: {warning}", markup=False)
     for piece in reply:
-        sys.stdout.write(piece)
+        sys.stdout.write(visible(piece))  # the model writes what its data held, escape sequences included
         sys.stdout.flush()
     sys.stdout.write("\n")
     if reply.stop_reason == "max_tokens":

@@ -15,7 +15,7 @@ from studio.train_config import DEVICES, TrainConfig, TrainingError
 # flags of `studio train` / `studio pretrain` that map one to one onto TrainConfig fields (dest == field name)
 TRAINING_FLAGS = ("dataset", "corpus", "init_from", "resume", "out_dir", "preset", "template", "steps", "batch_size", "lr", "min_lr",
                   "context_size", "device", "seed", "threads", "bf16", "eval_every", "save_every", "train_on_prompt", "skip_invalid",
-                  "probes", "probe_tokens")
+                  "probes", "probe_tokens", "max_file_mb")
 STOP_SIGNALS = {"SIGINT": 130, "SIGHUP": 129, "SIGTERM": 143}  # exit code 128 + signal number, as shells report it
 
 
@@ -29,6 +29,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, help="examples (or windows) per step")
     parser.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine to min_lr)")
+    parser.add_argument("--max-file-mb", type=float, help="refuse a larger dataset or corpus file (default 1024)")
     parser.add_argument("--min-lr", type=float, help="learning rate at the last step (default: lr / 20)")
     parser.add_argument("--context", dest="context_size", type=int, help="context length in tokens (default: the preset's)")
     parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when available")

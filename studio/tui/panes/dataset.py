@@ -22,8 +22,9 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio import data
-from studio.lint import ALL_MASKED, DUPLICATE, EMPTY_RESPONSE, EOS_NOT_TRAINED, FLAG_MEANINGS, MOJIBAKE, RESPONSE_TRUNCATED
+from studio.lint import ALL_MASKED, CONTROL_CHARS, DUPLICATE, EMPTY_RESPONSE, EOS_NOT_TRAINED, FLAG_MEANINGS, MOJIBAKE, RESPONSE_TRUNCATED
 from studio.templates import get_template, rendered_text
+from studio.terminal import visible
 from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected
 from studio.tui.screens.open_dataset import OpenDatasetScreen
@@ -39,6 +40,7 @@ FLAG_TAGS = {  # short forms for the table; the preview and the help screen give
     DUPLICATE: "dup",
     EMPTY_RESPONSE: "empty",
     MOJIBAKE: "mojibake",
+    CONTROL_CHARS: "ctrl",
 }
 FLAGS_WIDTH = 16
 TOKENS_WIDTH = 6
@@ -114,7 +116,7 @@ class DatasetPane(Widget):
         path = Path(path).absolute()
         if path.is_relative_to(Path.cwd()):
             path = path.relative_to(Path.cwd())
-        self.query_one("#dataset-status", Static).update(f"loading {path} …")
+        self.query_one("#dataset-status", Static).update(Text(f"loading {visible(str(path))} …"))
         self._load(path)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dataset-load")
@@ -137,7 +139,9 @@ class DatasetPane(Widget):
         if event.state == WorkerState.ERROR:
             self.notify(user_message(event.worker.error), title="Cannot open the dataset", severity="error", timeout=15)
             if self.workspace is None:
-                self.query_one("#dataset-status", Static).update(Text(user_message(event.worker.error), style="red"))
+                self.query_one("#dataset-status", Static).update(Text(visible(user_message(event.worker.error)), style="red"))
+            else:
+                self._show_status()  # the dataset still shown, not a "loading …" line that never ends
         elif event.state == WorkerState.SUCCESS:
             self._opened(event.worker.result)
 
@@ -241,7 +245,7 @@ class DatasetPane(Widget):
 
     def _row(self, index: int) -> tuple:
         conversation = self.workspace.conversations[index]
-        instruction = " ".join(conversation.first_instruction.split())
+        instruction = visible(" ".join(conversation.first_instruction.split()))
         if self.losses is not None:
             loss = self.losses[index]
             instruction = f"{'  –  ' if loss is None else f'{loss:5.2f}'}  {instruction}"
@@ -386,7 +390,7 @@ class DatasetPane(Widget):
                 heading.append(f": {FLAG_MEANINGS[flag]}")
         rendered = rendered_text(get_template(settings.template).render(conversation))
         self.query_one("#preview-heading", Static).update(heading)
-        self.query_one("#preview-text", Static).update(Text(rendered))
+        self.query_one("#preview-text", Static).update(Text(visible(rendered)))
 
 
 def _tokens_cell(linted: LintedConversation | None) -> Text:

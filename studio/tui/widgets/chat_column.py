@@ -20,6 +20,7 @@ from textual.widgets import Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.data import Conversation, Turn
+from studio.terminal import visible
 from studio.tui.chat_backend import ChatError, ModelChoice
 
 PIECES_EVERY = 0.05  # seconds between two appends to an answer being streamed
@@ -185,7 +186,7 @@ class ChatColumn(Vertical):
         if message.answer_id != self._answer_id or self._answer_view is None:
             return  # a piece of an answer that was cleared away
         self._answer += message.text
-        self._answer_view.update(Text(self._answer))
+        self._answer_view.update(Text(visible(self._answer)))
         self.transcript.scroll_end(animate=False)
 
     def on_chat_column_finished(self, message: Finished) -> None:
