@@ -27,6 +27,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from studio import paths, safe_io
+from studio.atomic_dir import (
+    clean_leftovers,
+    fsync_path,
+    recover_interrupted_save,
+    swap_in,
+)
 from studio.model import GPT, GPTConfig
 from studio.paths import CHECKPOINTS_DIR
 from studio.templates import TEMPLATES
@@ -91,7 +97,7 @@ def staged_directory(path: Path, kind: str = "checkpoint") -> Iterator[Path]:
     ends, its files are flushed to disk and it replaces path; when the block raises, it is removed and path is untouched.
     An existing path is replaced only if it holds a config.json (a folder of the same kind, written before)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(path)
+    clean_leftovers(path)
     if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).exists():
         # the swap deletes what it replaces: never a run folder or any directory that is not one of ours
         raise CheckpointError(f"{path}: exists and is not a {kind}; refusing to replace it")
@@ -100,9 +106,9 @@ def staged_directory(path: Path, kind: str = "checkpoint") -> Iterator[Path]:
     try:
         yield staging
         for file in staging.rglob("*"):  # a folder may hold folders (a Hugging Face model in hf/)
-            _fsync(file)
-        _fsync(staging)
-        _swap_in(staging, path)
+            fsync_path(file)
+        fsync_path(staging)
+        swap_in(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -148,69 +154,6 @@ def _split_tensors(value, name: str = "", tensors: dict | None = None):
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(safe_io.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a directory's entries) to disk, so a rename never publishes data still in the page cache."""
-    if path.is_dir() and os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows; NTFS journals the rename itself
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _aside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
-
-
-def _swap_in(staging: Path, path: Path) -> None:
-    """Rename the finished directory into place. Directories cannot be replaced in one rename, so an existing
-    checkpoint is moved aside first and removed only once the new one is in; _clean_leftovers undoes a kill in between."""
-    if path.exists():
-        os.rename(path, _aside(path))
-    os.rename(staging, path)
-    _fsync(path.parent)
-    shutil.rmtree(_aside(path), ignore_errors=True)
-
-
-def _clean_leftovers(path: Path) -> None:
-    """Remove what a killed save left beside path: staging dirs, and the old checkpoint moved aside
-    (put back if the kill came before the new one was renamed in)."""
-    for staging in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(staging, ignore_errors=True)
-    if _aside(path).exists():
-        if path.exists():
-            shutil.rmtree(_aside(path), ignore_errors=True)
-        else:
-            os.rename(_aside(path), path)
-
-
-def recover_interrupted_save(path: Path) -> None:
-    """Put back the checkpoint a save killed between its two renames left aside in .<name>.old, so that loading
-    (chat, --resume) finds it. Not while a save of a live process is under way: that one renames it back itself."""
-    aside = _aside(path)
-    if path.exists() or not (aside / CONFIG_FILE).is_file():
-        return
-    if any(_save_in_progress(staging) for staging in path.parent.glob(f".{path.name}.tmp-*")):
-        return
-    try:
-        os.rename(aside, path)
-    except OSError:
-        pass  # another process recovered it first, or the folder is read-only: load() then says what it finds
-
-
-def _save_in_progress(staging: Path) -> bool:
-    """Whether the process named in a staging directory's name (.<name>.tmp-<pid>-<ns>) is alive."""
-    try:
-        pid = int(staging.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------- load

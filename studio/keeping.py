@@ -40,6 +40,17 @@ class DivergenceGuard:
         return None
 
 
+@torch.no_grad()
+def probe_loss(model: torch.nn.Module, first_batch, precision) -> float:
+    """The loss of model's current weights on the run's first training batch, in eval mode (no dropout)."""
+    model.eval()
+    try:
+        with precision:
+            return model(first_batch.inputs, first_batch.targets)[1].item()
+    finally:
+        model.train()
+
+
 def rescue_save(run_dir: Path, step: int, model, tokenizer, config: dict) -> str:
     """Write the weights (no optimizer state) to the first place that takes them; say where, or that none did."""
     places = [run_dir / f"checkpoint-rescued-step{step}", Path(tempfile.gettempdir()) / f"studio-rescued-{run_dir.name}-step{step}"]

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,18 +27,42 @@ from studio import checkpoint
 from studio.batching import Batch, collate, example_rows
 from studio.devices import resolve_device, use_bf16
 from studio.evaluation.probes import run_probes
+from studio.keeping import DivergenceGuard, probe_loss, rescue_save
 from studio.lint import dataset_texts
-from studio.keeping import DivergenceGuard, rescue_save
 from studio.masking import IGNORE, Example
-from studio.metrics import FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, DONE, Metrics, StepRecord
+from studio.metrics import (
+    DONE,
+    FAILED,
+    LOADING,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    STOPPING,
+    Metrics,
+    StepRecord,
+)
 from studio.model import GPT, PRESETS, model_config
-from studio.models import load_model_source
 from studio.rows import row_tokens
-from studio.run_folder import METRICS_FILE, MetricsLog, check_run_dir, choose_run_dir, keep_metrics_up_to, replay_metrics
+from studio.run_folder import (
+    METRICS_FILE,
+    MetricsLog,
+    check_run_dir,
+    choose_run_dir,
+    keep_metrics_up_to,
+    replay_metrics,
+)
+from studio.run_source import load_source
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
 from studio.train_config import TrainConfig, TrainingError, lr_at
-from studio.training_data import file_digest, load_conversations, load_corpus, pretrain_data, rendered_texts, sft_data
+from studio.training_data import (
+    file_digest,
+    load_conversations,
+    load_corpus,
+    pretrain_data,
+    rendered_texts,
+    sft_data,
+)
 from studio.vocab_growth import grow_source_vocabulary
 
 CUDA_SYNC_EVERY = 10  # on CUDA, reading the loss waits for the GPU: read it every few steps, not every step
@@ -139,7 +163,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores where bf16 is off
             torch.backends.cudnn.allow_tf32 = True
-        source = self._load_source_checkpoint()
+        source, self.config = load_source(config, self.device, self._event)
         config = self.config  # a resume replaces it with the resumed run's settings
         check_run_dir(config)
         torch.manual_seed(config.seed)
@@ -173,53 +197,6 @@ class Trainer:
             self._restore_trainer_state(source)
         self._open_run_dir()
         self.model = model
-
-    def _load_source_checkpoint(self) -> checkpoint.Checkpoint | None:
-        """The init_from or resume checkpoint (None from scratch), checked against the config."""
-        config = self.config
-        path = config.resume or config.init_from
-        if not path:
-            return None
-        try:
-            source = load_model_source(path, self.device, with_trainer_state=bool(config.resume))
-        except checkpoint.CheckpointError as error:
-            raise TrainingError(str(error)) from None
-        if config.resume:
-            if source.trainer_state is None:
-                raise TrainingError(f"{source.path}: has no trainer state to resume from; use init_from to start a new run from its weights")
-            self.config = config = self._resumed_config(source)
-        wanted = PRESETS[config.preset].tokenizer
-        if source.tokenizer.kind != wanted:
-            raise TrainingError(
-                f"{source.path}: has a {source.tokenizer.kind} tokenizer but preset {config.preset} uses {wanted}; "
-                f"choose a preset with a {source.tokenizer.kind} tokenizer"
-            )
-        have = source.model.config.context_size
-        if config.context_size not in (None, have):
-            raise TrainingError(f"{source.path}: the model has context {have}; context_size {config.context_size} cannot be used with it")
-        if config.stage == "sft" and source.config.get("stage") == "sft" and not config.resume:
-            self._event(f"note: {source.path} is already fine-tuned; training goes on from its weights")
-        count = len(list(source.model.parameters())) + len(list(source.model.buffers()))  # a tied tensor counts once
-        self._event(f"loaded {count}/{count} tensors from {source.path} (step {source.config.get('step')}, {source.tokenizer.describe()})")
-        return source
-
-    def _resumed_config(self, source: checkpoint.Checkpoint) -> TrainConfig:
-        """The resumed run's settings; fields set here to something other than their default win
-        (e.g. more steps, another device), with a warning when that changes the trajectory."""
-        saved = TrainConfig.from_dict(source.config.get("training", {}), f"{source.path}/config.json training")
-        if saved.stage != self.config.stage:
-            raise TrainingError(f"{source.path}: is a {saved.stage} run; resume it with `studio {'train' if saved.stage == 'sft' else 'pretrain'} --resume`")
-        defaults = TrainConfig()
-        overrides = {f.name: getattr(self.config, f.name) for f in fields(TrainConfig)
-                     if getattr(self.config, f.name) != getattr(defaults, f.name)}
-        # weights come from the resumed checkpoint; its parent is kept from the checkpoint's config
-        overrides.update(resume=str(source.path), init_from=None)
-        overrides.setdefault("out_dir", None)
-        harmless = {"resume", "out_dir", "device", "threads", "eval_every", "save_every", "init_from", "probes", "probe_tokens"}
-        changed = sorted(k for k, v in overrides.items() if k not in harmless and getattr(saved, k) != v)
-        if changed:
-            self._event(f"resuming with changed {', '.join(changed)}: the run will not match an uninterrupted one")
-        return TrainConfig.from_dict({**saved.to_dict(), **overrides}, "resume")
 
     def _make_optimizer(self, model: GPT) -> torch.optim.AdamW:
         # nanoGPT: decay the matmul and embedding weights, not biases and LayerNorm gains
@@ -375,17 +352,8 @@ class Trainer:
             self.model.train()
         return total.item() / count
 
-    @torch.no_grad()
     def _probe_loss(self) -> float:
-        """Loss of the current weights on the run's first training batch: what studio.keeping judges weights by."""
-        batch = self.batches.get(1).to(self.device)
-        self.model.eval()
-        try:
-            with self._training_precision():
-                _, loss = self.model(batch.inputs, batch.targets)
-        finally:
-            self.model.train()
-        return loss.item()
+        return probe_loss(self.model, self.batches.get(1).to(self.device), self._training_precision())
 
     def _kept(self) -> str:
         if self.last_checkpoint is None:
