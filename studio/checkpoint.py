@@ -36,6 +36,7 @@ from studio.atomic_dir import (
 from studio.model import GPT, GPTConfig
 from studio.paths import CHECKPOINTS_DIR
 from studio.templates import TEMPLATES
+from studio.terminal import one_line
 from studio.tokenizer import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
@@ -51,6 +52,9 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message is one line naming the directory and the files at fault."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))  # problems may quote the files' own keys and values
 
 
 @dataclass

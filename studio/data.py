@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from studio import safe_io
+from studio.terminal import one_line
 
 Role = Literal["user", "assistant"]
 
@@ -60,11 +61,15 @@ class Conversation:
 class DatasetError(Exception):
     """A problem with the whole file (unreadable, empty, not JSON). The message is one line for the user."""
 
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
+
 
 class RecordError(ValueError):
     """A problem with one record; `location` is file:line or file[index]."""
 
     def __init__(self, location: str, problem: str):
+        location, problem = one_line(location), one_line(problem)  # they quote the record's own keys and values
         super().__init__(f"{location}: {problem}")
         self.location = location
         self.problem = problem

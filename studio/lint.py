@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ftfy.badness import is_bad
 
@@ -79,9 +79,12 @@ def conversation_flags(conversation: Conversation, parts: list[Example], duplica
 @dataclass
 class DatasetReport:
     conversations: list[Conversation]
-    parts: list[list[Example]]  # per conversation: its example, or several when split at turns to fit the context
+    parts: list[list[Example]]  # per conversation: its example(s) (several when split at turns); [] unless kept
     flags: list[list[str]]  # per conversation
     max_tokens: int | None = None
+    lengths: list[int] = field(default_factory=list)  # every example's token count before truncation
+    truncated: int = 0  # examples cut at the context
+    split: int = 0  # conversations split at turns to fit the context
 
     @property
     def examples(self) -> list[Example]:
@@ -89,20 +92,8 @@ class DatasetReport:
         return [example for parts in self.parts for example in parts]
 
     @property
-    def lengths(self) -> list[int]:
-        return [example.full_length for example in self.examples]
-
-    @property
     def flag_counts(self) -> Counter:
         return Counter(flag for flags in self.flags for flag in flags)
-
-    @property
-    def truncated(self) -> int:
-        return sum(example.truncated for example in self.examples)
-
-    @property
-    def split(self) -> int:
-        return sum(len(parts) > 1 for parts in self.parts)
 
     def sources_with(self, flag: str) -> list[str]:
         return [c.source for c, flags in zip(self.conversations, self.flags) if flag in flags]
@@ -113,7 +104,7 @@ class DatasetReport:
 
     @property
     def clean(self) -> bool:
-        return not self.flag_counts
+        return not any(self.flags)
 
 
 def iter_lint(
@@ -139,9 +130,16 @@ def lint_dataset(
     tokenizer: Tokenizer,
     max_tokens: int | None = None,
     train_on_prompt: bool = False,
+    keep_parts: bool = True,
 ) -> DatasetReport:
+    """The lint of every conversation. keep_parts=False keeps only the figures (`studio check` on a large file):
+    memory then holds one conversation's tokens at a time, not the whole dataset's (~100 bytes a token)."""
     report = DatasetReport(list(conversations), [], [], max_tokens)
     for parts, flags in iter_lint(report.conversations, template, tokenizer, max_tokens, train_on_prompt):
-        report.parts.append(parts)
+        if keep_parts:
+            report.parts.append(parts)
         report.flags.append(flags)
+        report.lengths.extend(part.full_length for part in parts)
+        report.truncated += sum(part.truncated for part in parts)
+        report.split += len(parts) > 1
     return report

@@ -33,6 +33,12 @@ def visible(text: str) -> str:
     return _UNSAFE.sub(_picture, text)
 
 
+def one_line(text: str) -> str:
+    """visible(text) on a single line: an error message quoting the user's data (a key, a role, a file name) must
+    stay the one line it promises to be."""
+    return visible(text).replace("\r", "\u240d").replace("\n", "\u2424")  # ␍, ␤
+
+
 def has_control_characters(text: str) -> bool:
     """True when visible(text) would change text: the lint flag `control-chars`."""
     return _UNSAFE.search(text) is not None

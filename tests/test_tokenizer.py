@@ -59,7 +59,7 @@ def test_save_and_load_round_trip(tokenizer, tmp_path):
 def test_bad_tokenizer_files(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text("{not json")
-    with pytest.raises(ValueError, match="not a valid tokenizer JSON"):
+    with pytest.raises(ValueError, match="tokenizer.json: not valid JSON"):
         load_tokenizer(path)
     path.write_text(json.dumps({"kind": "wordpiece"}))
     with pytest.raises(ValueError, match="unknown tokenizer kind 'wordpiece'"):

@@ -22,7 +22,7 @@ from studio.cli.serve_command import add_serve_parser
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.templates import TEMPLATE_NAMES, TEMPLATES
-from studio.terminal import visible
+from studio.terminal import one_line
 from studio.tokenizer import TRAINABLE_KINDS
 
 FROM_HELP = "start from this checkpoint's weights and tokenizer (a checkpoint dir, a run folder or the course's .pt file)"
@@ -117,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args, console)
     except CliError as error:
-        errors.print(f"studio {args.command}: {visible(str(error))}", soft_wrap=True, markup=False)
+        errors.print(f"studio {args.command}: {one_line(str(error))}", soft_wrap=True, markup=False)
         return error.code
     except ValueError as error:  # bad option values from the engine (unknown template, bad tokenizer file, …)
-        errors.print(f"studio {args.command}: {visible(str(error))}", soft_wrap=True, markup=False)
+        errors.print(f"studio {args.command}: {one_line(str(error))}", soft_wrap=True, markup=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         errors.print(f"studio {args.command}: interrupted")

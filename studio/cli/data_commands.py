@@ -87,7 +87,7 @@ def cmd_check(args, console: Console) -> int:
     if not result.conversations:
         raise CliError(f"{args.dataset}: no valid record", EXIT_BAD_RECORDS)
     template, tokenizer = _template_and_tokenizer(args, result.conversations)
-    report = lint_dataset(result.conversations, template, tokenizer, row_tokens(args.context))
+    report = lint_dataset(result.conversations, template, tokenizer, row_tokens(args.context), keep_parts=False)
     console.print(
         f"tokens per example ({tokenizer.kind}, {template.name}): p50 {report.percentile(50)}  p90 {report.percentile(90)}"
         f"  p99 {report.percentile(99)}  max {max(report.lengths)}   context {args.context}",
