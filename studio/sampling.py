@@ -28,6 +28,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:  # torch.Generator.manual_seed takes a 64-bit integer
+            raise ValueError(f"seed must be between 0 and 2**63 - 1, got {self.seed}")
 
 
 def choose_next_token(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None) -> int:

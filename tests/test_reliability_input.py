@@ -215,6 +215,13 @@ def test_out_of_range_flags_are_one_line(flag, value, expected):
         _training_config(args, "sft")
 
 
+def test_a_chat_seed_out_of_range_is_one_line():
+    from studio.sampling import SamplingConfig
+
+    with pytest.raises(ValueError, match="seed must be between"):
+        SamplingConfig(seed=10**23)
+
+
 def test_safe_dumps_keeps_json_valid_for_text_that_is_not_utf8():
     text = safe_io.dumps({"dataset": "dados-\udcff.jsonl", "name": "ç"})
     text.encode("utf-8")

@@ -147,3 +147,17 @@ async def test_fifty_thousand_rows_load_without_blocking(tmp_path):
         await pilot.press("slash", *"#49999")
         assert row_indices(app) == [49_999]
         assert app.selected_index == 49_999
+
+
+async def test_failed_open_leaves_no_loading_line_and_control_characters_show_visibly(tmp_path):
+    hostile = write_jsonl(tmp_path / "hostile.jsonl", [{"instruction": "oi\x1b]0;pwned\x07\x1b[2J", "response": "tchau"}])
+    app = StudioTestApp(hostile)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        table = app.query_one("#dataset-table", DataTable)
+        shown = str(table.get_cell("0", "instruction")) + text_of(app, "#preview-text")
+        assert "\x1b" not in shown and "\x07" not in shown and "␛]0;pwned␇" in shown
+        assert str(table.get_cell("0", "flags")) == "ctrl"
+        app.query_one(DatasetPane).open(tmp_path / "missing.jsonl")
+        await settle(pilot)
+        assert "loading" not in text_of(app, "#dataset-status") and "1 examples" in text_of(app, "#dataset-status")
