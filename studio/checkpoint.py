@@ -1,8 +1,9 @@
 """Checkpoints: a directory of plain files that can be inspected, shared and loaded without running code.
 
     model.safetensors          weights (a tied tensor is stored once, under its first name)
-    config.json                format_version, model config, tokenizer kind, template, stage, step, parent, training args
+    config.json                format_version, family, model config, tokenizer kind, template, stage, step, parent, training args
     tokenizer.json             Tokenizer.save
+    hf/                        family "hf" only, instead of model.safetensors: the model as transformers saves it
     trainer_state.safetensors  optimizer and RNG tensors  } only when saved with an optimizer or trainer_state,
     trainer_state.json         step, param groups, extra  } for an exact resume
 
@@ -34,8 +35,10 @@ from studio.atomic_dir import (
     swap_in,
 )
 from studio.model import GPT, GPTConfig
+from studio.models import hf
+from studio.models.interface import LanguageModel
 from studio.paths import CHECKPOINTS_DIR
-from studio.templates import TEMPLATES
+from studio.templates import TEMPLATE_NAMES
 from studio.terminal import one_line
 from studio.tokenizer import Tokenizer, tokenizer_from_dict
 
@@ -45,6 +48,7 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 STATE_TENSORS_FILE = "trainer_state.safetensors"
 STATE_JSON_FILE = "trainer_state.json"
+HF_DIR = "hf"  # family "hf": config.json, model*.safetensors, generation_config.json as save_pretrained writes them
 RUN_CHECKPOINT_DIR = "checkpoint"  # a run folder checkpoints/<stage>-<time>/ keeps its checkpoint here
 TENSOR_REF = "__tensor__"  # in trainer_state.json, {"__tensor__": name} stands for a tensor of trainer_state.safetensors
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
@@ -60,7 +64,7 @@ class CheckpointError(Exception):
 @dataclass
 class Checkpoint:
     path: Path
-    model: GPT  # on the requested device, eval() mode
+    model: LanguageModel  # on the requested device, eval() mode; a GPT, or an HFCausalLM for family "hf"
     tokenizer: Tokenizer
     config: dict  # config.json
     trainer_state: dict | None  # {"step", "optimizer", "rng", "extra"} with tensors restored; None when absent or not asked for
@@ -69,7 +73,7 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------- save
 
 
-def save(path: str | Path, model: GPT, tokenizer: Tokenizer, config: dict, optimizer=None, trainer_state: dict | None = None) -> Path:
+def save(path: str | Path, model: LanguageModel, tokenizer: Tokenizer, config: dict, optimizer=None, trainer_state: dict | None = None) -> Path:
     """Write a checkpoint directory atomically and return its path.
 
     config holds the run's facts (template, stage, step, parent, training); format_version, the
@@ -79,9 +83,13 @@ def save(path: str | Path, model: GPT, tokenizer: Tokenizer, config: dict, optim
     """
     path = Path(path)
     model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper would prefix every tensor name
-    config = {**config, "format_version": FORMAT_VERSION, "model": model.config.to_dict(), "tokenizer": tokenizer.kind}
+    family = getattr(model, "family", "gpt")
+    config = {**config, "format_version": FORMAT_VERSION, "family": family, "model": model.config.to_dict(), "tokenizer": tokenizer.kind}
     with staged_directory(path) as staging:
-        save_file(_unique_tensors(model), staging / MODEL_FILE, metadata={"format": "pt"})
+        if family == hf.FAMILY:
+            model.save_folder(staging / HF_DIR)
+        else:
+            save_file(_unique_tensors(model), staging / MODEL_FILE, metadata={"format": "pt"})
         write_json(staging / CONFIG_FILE, config)
         tokenizer.save(staging / TOKENIZER_FILE)
         if optimizer is not None or trainer_state is not None:
@@ -163,18 +171,25 @@ def write_json(path: Path, data: dict) -> None:
 # ---------------------------------------------------------------------------------------------- load
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", with_trainer_state: bool = False) -> Checkpoint:
-    """Validate every file and build the model; raise one CheckpointError listing all problems found.
-    path may be the checkpoint directory or a run folder that holds one in checkpoint/."""
+def load(path: str | Path, device="cpu", with_trainer_state: bool = False, progress=lambda text: None) -> Checkpoint:
+    """Validate every file and build the model; raise one CheckpointError listing all problems found. path: the checkpoint
+    dir, a run folder with one in checkpoint/, or a Hugging Face folder (studio.models.hf_import); progress: slow parts."""
     path = resolve(path)
+    if hf.is_hf_folder(path):
+        from studio.models.hf_import import import_folder  # loads transformers: only for such a folder
+        return import_folder(path, device, progress)
     problems: list[str] = []
     config = _read_json(path, CONFIG_FILE, problems)
-    gpt_config = _check_config(config, problems) if config is not None else None
+    family = (config or {}).get("family", "gpt")
+    gpt_config = _check_config(config, problems, family) if config is not None else None
     tokenizer = _read_tokenizer(path, config, gpt_config, problems)
-    weights = _read_weights(path, gpt_config, problems)
+    weights = _read_weights(path, gpt_config, problems) if family != hf.FAMILY else None
     trainer_state = _read_trainer_state(path, problems) if with_trainer_state else None
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
+    if family == hf.FAMILY:
+        from studio.models.hf_import import load_saved_model
+        return Checkpoint(path, load_saved_model(path, config, tokenizer, device, progress), tokenizer, config, trainer_state)
     model = GPT(gpt_config)
     # strict=False only for the tied aliases, which GPT(config) rebuilds; _read_weights checked every other name
     model.load_state_dict(weights, strict=False)
@@ -212,16 +227,16 @@ def _read_json(path: Path, name: str, problems: list[str]) -> dict | None:
     return data
 
 
-def _check_config(config: dict, problems: list[str]) -> GPTConfig | None:
+def _check_config(config: dict, problems: list[str], family: str = "gpt") -> GPTConfig | None:
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         problems.append(f"{CONFIG_FILE}: format_version {version!r}, this version reads {FORMAT_VERSION}")
         return None
     template = config.get("template")
-    if not isinstance(template, str) or template not in TEMPLATES:
+    if not isinstance(template, str) or template not in TEMPLATE_NAMES:
         problems.append(f"{CONFIG_FILE}: unknown template {template!r}")
     try:
-        return GPTConfig.from_dict(config["model"])
+        return GPTConfig.from_dict(config["model"]) if family == "gpt" else None  # an hf model's is transformers' own
     except (KeyError, TypeError, ValueError) as error:
         problems.append(f"{CONFIG_FILE}: invalid model config ({error})")
         return None
@@ -368,6 +383,8 @@ def find_all(root: str | Path = CHECKPOINTS_DIR) -> list[Path]:
             continue
         if visitors is not None and config.resolve().is_relative_to(visitors):
             continue
+        if config.parent.name == HF_DIR and (config.parent.parent / CONFIG_FILE).exists():
+            continue  # the model folder inside a family "hf" checkpoint
         try:
             found.append((config.stat().st_mtime, config.parent))
         except FileNotFoundError:  # swapped out by a save running right now

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from studio.data import Conversation
 from studio.masking import prompt_ids, segments_to_tokens
-from studio.model import GPT
+from studio.models.interface import LanguageModel
 from studio.sampling import SamplingConfig, generate_ids
 from studio.templates import Template
 from studio.tokenizer import Tokenizer
@@ -71,7 +71,7 @@ class Reply:
 
 
 def stream_reply(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
     template: Template,
     conversation: Conversation,

@@ -1,4 +1,4 @@
-"""GPTMini: the small decoder-only transformer of the course, GPT-2 style.
+"""GPTMini: the small decoder-only transformer of the course, GPT-2 style (a studio.models.interface.LanguageModel).
 
 One file, no framework: a config dataclass, the model, and the KV cache used to
 generate answers token by token. The size presets the app offers live in the torch-free
@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from studio.rows import IGNORE as IGNORE_INDEX  # target of positions the loss skips (prompt, padding)
+from studio.models.interface import masked_loss
+from studio.rows import IGNORE as IGNORE_INDEX  # noqa: F401  (tests import it from here)
 from studio.presets import PRESETS, Preset  # noqa: F401  (Preset: callers import it from here)
 
 
@@ -186,28 +187,14 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"):
-        """Logits [B, T, vocab] and the loss (None without targets).
-
-        targets are already shifted: targets[b, t] is the token that should follow idx[b, t];
-        IGNORE_INDEX marks positions not trained on. reduction="mean" averages over the trained
-        tokens of the whole batch (each counts once, so a long answer weighs more than a short
-        one); "none" gives the per-position loss [B, T], 0 where ignored, for the heat-map.
-        Batches are right-padded: causal attention means the padding never reaches real tokens.
-        """
+        """Logits [B, T, vocab] and the loss (None without targets; studio.models.interface.masked_loss).
+        Batches are right-padded: causal attention means the padding never reaches real tokens."""
         logits = self.lm_head(self._hidden(idx))
-        if targets is None:
-            return logits, None
-        if reduction not in ("mean", "none"):
-            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        if not (targets != IGNORE_INDEX).any():
-            # The mean over zero tokens is NaN; better to fail where the bad batch is built.
-            raise ValueError("batch has no trained token: every target is IGNORE_INDEX")
-        loss = F.cross_entropy(
-            logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX, reduction=reduction
-        )
-        if reduction == "none":
-            loss = loss.view_as(targets)
-        return logits, loss
+        return logits, (None if targets is None else masked_loss(logits, targets, reduction))
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        param = self.tok_emb.weight
+        return KVCache(self.config, batch_size, device=param.device, dtype=param.dtype)
 
     def forward_with_cache(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Logits [B, vocab] for the token after idx, which continues the sequence already in cache."""

@@ -8,18 +8,19 @@ from dataclasses import fields
 
 from studio import checkpoint
 from studio.model import PRESETS
-from studio.models import load_model_source
+from studio.models.source import load_model_source
 from studio.train_config import TrainConfig, TrainingError
 
 
-def load_source(config: TrainConfig, device, event: Callable[[str], None]) -> tuple[checkpoint.Checkpoint | None, TrainConfig]:
+def load_source(config: TrainConfig, device, event: Callable[[str], None],
+                progress: Callable[[str], None] = lambda text: None) -> tuple[checkpoint.Checkpoint | None, TrainConfig]:
     """The init_from or resume checkpoint (None from scratch), checked against the config; and the run's config
-    (a resume's is the resumed run's settings)."""
+    (a resume's is the resumed run's settings). progress: a line before each slow part of loading a big model."""
     path = config.resume or config.init_from
     if not path:
         return None, config
     try:
-        source = load_model_source(path, device, with_trainer_state=bool(config.resume))
+        source = load_model_source(path, device, bool(config.resume), progress)
     except checkpoint.CheckpointError as error:
         raise TrainingError(str(error)) from None
     if config.resume:
@@ -27,14 +28,20 @@ def load_source(config: TrainConfig, device, event: Callable[[str], None]) -> tu
             raise TrainingError(f"{source.path}: has no trainer state to resume from; use init_from to start a new run from its weights")
         config = resumed_config(config, source, event)
     wanted = PRESETS[config.preset].tokenizer
-    if source.tokenizer.kind != wanted:
+    if source.config.get("family", "gpt") == "gpt" and source.tokenizer.kind != wanted:  # a preset names a new model's
         raise TrainingError(
             f"{source.path}: has a {source.tokenizer.kind} tokenizer but preset {config.preset} uses {wanted}; "
             f"choose a preset with a {source.tokenizer.kind} tokenizer"
         )
     have = source.model.config.context_size
     if config.context_size not in (None, have):
-        raise TrainingError(f"{source.path}: the model has context {have}; context_size {config.context_size} cannot be used with it")
+        set_context = getattr(source.model, "set_context", None)  # a Hugging Face model's; the GPT's positions end at its context
+        if set_context is None:
+            raise TrainingError(f"{source.path}: the model has context {have}; context_size {config.context_size} cannot be used with it")
+        try:
+            set_context(config.context_size)
+        except ValueError as error:
+            raise TrainingError(f"{source.path}: {error}") from None
     if config.stage == "sft" and source.config.get("stage") == "sft" and not config.resume:
         event(f"note: {source.path} is already fine-tuned; training goes on from its weights")
     count = len(list(source.model.parameters())) + len(list(source.model.buffers()))  # a tied tensor counts once

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from studio.model import GPT, KVCache
+from studio.models.interface import LanguageModel
 
 
 @dataclass
@@ -53,7 +53,7 @@ def choose_next_token(logits: torch.Tensor, sampling: SamplingConfig, generator:
 
 @torch.no_grad()
 def generate_ids(
-    model: GPT,
+    model: LanguageModel,
     prompt_ids: list[int],
     stop_ids: set[int],
     sampling: SamplingConfig,
@@ -79,7 +79,7 @@ def generate_ids(
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=param.device).manual_seed(sampling.seed)
-    cache = KVCache(model.config, batch_size=1, device=param.device, dtype=param.dtype)
+    cache = model.new_cache(batch_size=1)
     tokens = list(prompt_ids)  # the whole sequence, kept only to refill the cache when sliding
     was_training = model.training
     model.eval()

@@ -18,6 +18,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,6 +43,8 @@ from studio.metrics import (
     StepRecord,
 )
 from studio.model import GPT, PRESETS, model_config
+from studio.models.interface import LanguageModel
+from studio.optim import make_optimizer
 from studio.rows import row_tokens
 from studio.run_folder import (
     METRICS_FILE,
@@ -54,7 +57,7 @@ from studio.run_folder import (
 from studio.run_source import load_source
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
-from studio.train_config import TrainConfig, TrainingError, lr_at
+from studio.train_config import DEFAULT_TEMPLATE, TrainConfig, TrainingError, lr_at
 from studio.training_data import (
     file_digest,
     load_conversations,
@@ -78,7 +81,7 @@ class Trainer:
         self.tokenizer = self.template = None
         self.examples: list[Example] = []
         self.val_examples: list[Example] = []
-        self.model: GPT | None = None
+        self.model: LanguageModel | None = None
         self.device = torch.device("cpu")
         self.run_dir = self.last_checkpoint = None  # Path | None: the run folder and its newest checkpoint
         self.step = 0
@@ -86,7 +89,7 @@ class Trainer:
         self._unpaused = threading.Event()
         self._unpaused.set()
         self._weights_lock = threading.Lock()  # held while the optimizer changes the weights, and while copying them
-        self._snapshot: tuple[int, GPT] | None = None  # (step, copy) reused by token_losses
+        self._snapshot: tuple[int, LanguageModel] | None = None  # (step, copy) reused by token_losses
         self._log = MetricsLog()  # opened with the run folder, closed when run() ends
         self.bf16 = False
 
@@ -103,7 +106,7 @@ class Trainer:
     def resume(self) -> None:
         self._unpaused.set()
 
-    def snapshot_model(self) -> GPT:
+    def snapshot_model(self) -> LanguageModel:
         """A copy of the current weights in eval mode, for chatting with the model while it trains."""
         if self.model is None:
             raise TrainingError("the model is not ready yet: training is still preparing")
@@ -163,11 +166,14 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores where bf16 is off
             torch.backends.cudnn.allow_tf32 = True
-        source, self.config = load_source(config, self.device, self._event)
+        source, self.config = load_source(config, self.device, self._event, partial(self.metrics.set_status, LOADING))
         config = self.config  # a resume replaces it with the resumed run's settings
         check_run_dir(config)
+        # None: the source model's own template (an imported chat model's is `model`)
+        config.template = config.template or (source.config.get("template", DEFAULT_TEMPLATE) if source else DEFAULT_TEMPLATE)
         torch.manual_seed(config.seed)
-        self.template = get_template(config.template)
+        # `model` is the source's chat template; without a Hugging Face source a one-line ValueError, before any work
+        self.template = get_template(config.template, source.tokenizer if source else None)
         if config.stage == "sft":
             conversations, data_path = load_conversations(config, self._event)
             texts = dataset_texts(conversations)
@@ -190,25 +196,13 @@ class Trainer:
         self._data_digest = file_digest(data_path)
         model.to(self.device).train()
         self.bf16 = use_bf16(config.bf16, self.device)
-        self.optimizer = self._make_optimizer(model)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
         self.parent = str(config.init_from) if config.init_from else None
         self.step, self._elapsed_before = 0, 0.0
         if config.resume:
             self._restore_trainer_state(source)
         self._open_run_dir()
         self.model = model
-
-    def _make_optimizer(self, model: GPT) -> torch.optim.AdamW:
-        # nanoGPT: decay the matmul and embedding weights, not biases and LayerNorm gains
-        params = [p for p in model.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        try:
-            return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.95), fused=True)
-        except RuntimeError:  # torch < 2.4 has no fused AdamW on CPU
-            return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.95))
 
     def _restore_trainer_state(self, source: checkpoint.Checkpoint) -> None:
         state = source.trainer_state
@@ -248,7 +242,7 @@ class Trainer:
     def _train(self) -> Path:
         config, model, optimizer = self.config, self.model, self.optimizer
         self.metrics.start(config.stage, f"{self.device.type}{' bf16' if self.bf16 else ''}", config.steps, self.step)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = [p for p in model.parameters() if p.requires_grad]  # the model's: an optimizer may step copies of them
         sync_every = 1 if self.device.type == "cpu" else CUDA_SYNC_EVERY
         pending: list[tuple[int, torch.Tensor, torch.Tensor, float, Batch]] = []
         self._guard = DivergenceGuard(self._probe_loss())

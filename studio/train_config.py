@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from studio.presets import DEFAULT_PRESET, PRESETS
-from studio.templates import TEMPLATES
+from studio.templates import TEMPLATE_NAMES
 
 try:
     import tomllib
@@ -26,6 +26,7 @@ PATH_FIELDS = ("dataset", "corpus", "init_from", "resume", "out_dir")
 MIN_LR_RATIO = 0.05  # min_lr, when not set, is this share of lr (the default run: 6e-3 → 3e-4)
 MAX_CONTEXT_SIZE = 32768  # tokens; far beyond what these models train at, far below a size that exhausts memory at once
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
+DEFAULT_TEMPLATE = "comando"  # the course's, for a model that has no template of its own
 
 
 @dataclass
@@ -36,8 +37,8 @@ class TrainConfig:
     preset: str = DEFAULT_PRESET  # model shape and tokenizer kind, see presets.PRESETS
     dataset: str | None = None  # sft; default paths.DEFAULT_DATASET
     corpus: str | None = None  # pretrain; default paths.DEFAULT_CORPUS
-    template: str = "comando"
-    init_from: str | None = None  # checkpoint dir (or the course's .pt) to start from: its weights and its tokenizer
+    template: str | None = None  # None: the init_from checkpoint's (an imported chat model's is `model`), else DEFAULT_TEMPLATE
+    init_from: str | None = None  # checkpoint dir (or the course's .pt, or a Hugging Face folder) to start from: its weights and its tokenizer
     resume: str | None = None  # checkpoint dir to continue exactly (optimizer, RNG, step, data order)
     out_dir: str | None = None  # run folder; default checkpoints/<stage>-<timestamp>
     # Defaults chosen so `studio train` on the bundled data (tiny, CPU) finishes in under 3 minutes
@@ -103,7 +104,7 @@ class TrainConfig:
         checks = [
             (self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}"),
             (self.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"),
-            (self.template in TEMPLATES, f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}"),
+            (self.template is None or self.template in TEMPLATE_NAMES, f"template must be one of {', '.join(TEMPLATE_NAMES)}, got {self.template!r}"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),

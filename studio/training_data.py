@@ -82,7 +82,10 @@ def sft_data(conversations: list[data.Conversation], template: Template, tokeniz
     examples = report.examples
     if not examples:
         raise TrainingError(f"no example left to train on: all {len(conversations)} were dropped (context {context})")
-    unknown = sum(ex.ids.count(tokenizer.special_id(UNK)) for ex in examples)
+    try:
+        unknown = sum(ex.ids.count(tokenizer.special_id(UNK)) for ex in examples)
+    except ValueError:  # a model's byte-level tokenizer has no unknown token: it encodes any text
+        unknown = 0
     if unknown:
         event(f"{unknown} characters of the dataset are unknown to the tokenizer and train as {UNK}")
     n_val = min(round(len(examples) * config.val_fraction), len(examples) - 1)

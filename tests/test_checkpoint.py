@@ -51,7 +51,7 @@ def test_round_trip_keeps_weights_tokenizer_config_and_tying(tmp_path, tokenizer
         assert torch.equal(saved, restored), name
     assert (loaded.model.lm_head.weight is loaded.model.tok_emb.weight) == tie_weights
     assert loaded.tokenizer.same_as(tokenizer)
-    assert loaded.config == {**RUN_CONFIG, "format_version": 1, "model": model.config.to_dict(), "tokenizer": "char"}
+    assert loaded.config == {**RUN_CONFIG, "format_version": 1, "family": "gpt", "model": model.config.to_dict(), "tokenizer": "char"}
     assert not loaded.model.training
     assert loaded.trainer_state is None
 

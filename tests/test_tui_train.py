@@ -11,6 +11,8 @@ from textual.widgets import Button, Input, ProgressBar, Select, Static
 
 from fakes import BASE, FakeChatBackend, ScriptedTrainer, show_pane, wait_until
 from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, Metrics, StepRecord
+from studio.templates import MODEL_TEMPLATE
+from studio.tui.chat_backend import ModelChoice
 from studio.tui.messages import TorchReady
 from studio.tui.panes import train
 from studio.tui.panes.train import TrainPane
@@ -248,3 +250,24 @@ async def test_changing_numbers_do_not_lay_the_screen_out(monkeypatch):
             step(number, tokens_per_s)
         assert ("train-numbers", False) in layouts
         assert [widget for widget, layout in layouts if layout] == []
+
+
+async def test_an_imported_chat_model_in_from_trains_with_its_template_and_context():
+    imported = ModelChoice("imported", "llama · 1.2 M · pretrain · step 0 · imported", "checkpoint", "pretrain",
+                           context=512, template=MODEL_TEMPLATE)
+    factory = RecordingFactory(step_seconds=0.001)
+    app = StudioTestApp(SMALL_DATASET, trainer_factory=factory, chat_backend=FakeChatBackend(choices=[imported, BASE]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_train(pilot)
+        await wait_until(pilot, lambda: pane.query_one("#train-init", Select).value == "imported", what="the newest base")
+        await settle(pilot)
+        assert app.mask_settings.context == 512  # the mask and dataset panes cut where this run will
+        assert f"{MODEL_TEMPLATE} template" in str(pane.query_one("#train-data", Static).render())
+        pane.query_one("#train-steps", Input).value = "5"
+        pane.query_one("#train-start", Button).press()
+        await wait_until(pilot, lambda: app.metrics.status == DONE, what="the run")
+        (config,) = factory.configs
+        assert (config.init_from, config.template) == ("imported", MODEL_TEMPLATE)
+        pane.query_one("#train-init", Select).value = "base"  # the studio's own GPT: the mask pane's template again
+        await settle(pilot)
+        assert f"{app.mask_settings.template} template" in str(pane.query_one("#train-data", Static).render())

@@ -21,7 +21,7 @@ from studio.cli.model_commands import cmd_chat
 from studio.cli.serve_command import add_serve_parser
 from studio.cli.training import add_training_options, cmd_pretrain, cmd_train
 from studio.presets import DEFAULT_PRESET, PRESETS
-from studio.templates import TEMPLATE_NAMES, TEMPLATES
+from studio.templates import TEMPLATE_NAMES
 from studio.terminal import one_line
 from studio.tokenizer import TRAINABLE_KINDS
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="talk to a checkpoint: one --prompt, or a conversation")
     chat.add_argument("--checkpoint", type=Path, help="checkpoint dir or run folder (default: the newest under checkpoints/)")
     chat.add_argument("--prompt", help="answer this one message and exit")
-    chat.add_argument("--template", choices=sorted(TEMPLATES), help="prompt template (default: the checkpoint's)")
+    chat.add_argument("--template", choices=sorted(TEMPLATE_NAMES), help="prompt template (default: the checkpoint's)")
     chat.add_argument("--temperature", type=float, help="0 = greedy (default)")
     chat.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     chat.add_argument("--top-p", type=float, help="sample among the most likely tokens covering this probability")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune on an instruction dataset (SFT), headless")
     train.add_argument("--dataset", type=Path, help="JSON or JSONL dataset (default: the bundled instrucoes-pt.jsonl)")
     train.add_argument("--from", dest="init_from", type=Path, help=FROM_HELP)
-    train.add_argument("--template", choices=sorted(TEMPLATES), help="prompt template (default comando)")
+    train.add_argument("--template", choices=sorted(TEMPLATE_NAMES), help="prompt template (default: the --from checkpoint's, else comando)")
     train.add_argument("--train-on-prompt", action="store_true", default=None, help="train every token, not only answers")
     train.add_argument("--skip-invalid", action="store_true", default=None, help="use the valid records of a file with bad ones")
     add_training_options(train)
@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--hf", type=Path, required=True, help="folder to write (an earlier export there is replaced)")
     export.set_defaults(handler=cmd_export)
 
-    import_ = commands.add_parser("import", help="turn the course's gpt_checkpoint.pt into a studio checkpoint (its pickle is never run)")
-    import_.add_argument("path", type=Path, help="the course's checkpoint file (gpt_checkpoint.pt)")
+    import_ = commands.add_parser("import", help="turn the course's gpt_checkpoint.pt (its pickle is never run) or a Hugging Face model folder into a studio checkpoint")
+    import_.add_argument("path", type=Path, help="the course's checkpoint file (gpt_checkpoint.pt) or a local Hugging Face model folder")
     import_.add_argument("--out", type=Path, help="checkpoint directory to write (default: checkpoints/import-<name>-<time>/checkpoint)")
     import_.add_argument("--heads", type=int, help="attention heads of a bare state dict (default 4; a file with a config has its own)")
     import_.set_defaults(handler=cmd_import)

@@ -38,7 +38,7 @@ def cmd_eval(args, console: Console) -> int:
     from studio.cli.model_commands import sampling_config
     from studio.devices import best_device
     from studio.evaluation.answers import from_checkpoint
-    from studio.models import load_model_source
+    from studio.models.source import load_model_source
     from studio.evaluation.compare import evaluate
     from studio.evaluation.prompts import prompts_from_conversations
     from studio.evaluation.ratings import ratings_path, summary_of_file
@@ -101,7 +101,7 @@ def print_worst_examples(checkpoint_path: Path, conversations: list, console: Co
     from studio.devices import best_device
     from studio.evaluation.losses import example_losses, worst
     from studio.masking import build_examples
-    from studio.models import load_model_source
+    from studio.models.source import load_model_source
     from studio.rows import row_tokens
     from studio.templates import get_template
 
@@ -109,7 +109,7 @@ def print_worst_examples(checkpoint_path: Path, conversations: list, console: Co
         loaded = load_model_source(checkpoint_path, device=best_device())
     except checkpoint.CheckpointError as error:
         raise CliError(str(error)) from None
-    template = get_template(loaded.config["template"])
+    template = get_template(loaded.config["template"], loaded.tokenizer)
     examples = build_examples(conversations, template, loaded.tokenizer, row_tokens(loaded.model.config.context_size)).examples
     losses = example_losses(loaded.model, examples, loaded.tokenizer.pad_id)
     console.print(f"worst examples under {loaded.path} ({template.name}, loss over the answer tokens):",

@@ -56,7 +56,7 @@ def _print_reply(loaded, template, conversation: data.Conversation, sampling, er
 
 def cmd_chat(args, console: Console) -> int:
     loaded = _open_checkpoint(args.checkpoint)
-    template = get_template(args.template or loaded.config["template"])
+    template = get_template(args.template or loaded.config["template"], loaded.tokenizer)
     sampling = sampling_config(args)
     errors = Console(stderr=True, highlight=False)
     if args.prompt is not None:

@@ -52,7 +52,7 @@ def from_checkpoint(loaded: checkpoint.Checkpoint) -> EvalModel:
     run = directory.parent.name if directory.name == checkpoint.RUN_CHECKPOINT_DIR else directory.name
     config = loaded.config
     label = f"{run} · step {config.get('step', '?')}"
-    return EvalModel(str(directory), label, loaded.model, loaded.tokenizer, get_template(config["template"]), config.get("stage", ""))
+    return EvalModel(str(directory), label, loaded.model, loaded.tokenizer, get_template(config["template"], loaded.tokenizer), config.get("stage", ""))
 
 
 def answer_budget(model: EvalModel, prompt: EvalPrompt, sampling: SamplingConfig) -> int:

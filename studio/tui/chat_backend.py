@@ -15,6 +15,7 @@ from pathlib import Path
 
 from studio.data import Conversation
 from studio.metrics import FINISHED
+from studio.models.describe import describe_model
 from studio.paths import CHECKPOINTS_DIR, SHARED_CHECKPOINT_DIRS
 
 LIVE_KEY = "live"
@@ -28,6 +29,7 @@ class ModelChoice:
     kind: str  # "live" (the model being trained) | "checkpoint"
     stage: str = ""  # "pretrain" | "sft" | "": how the chat pane picks a base and a tuned model to compare
     context: int | None = None  # a checkpoint's model context: a run started from it trains with that context
+    template: str | None = None  # a checkpoint's template: a run from an imported chat model keeps its `model` template
 
 
 class ChatError(Exception):
@@ -122,9 +124,11 @@ def _checkpoint_choice(path: Path, owner: str = "") -> ModelChoice:
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         stage, step, context = config.get("stage", "?"), config.get("step", "?"), config["model"].get("context_size")
+        family = describe_model(config["model"])  # "llama · 1.2 M" for an imported Hugging Face model
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return ModelChoice(str(path), f"{run} (unreadable config.json)", "checkpoint")
-    return ModelChoice(str(path), f"{stage} · step {step} · {run}", "checkpoint", stage, context)
+    label = f"{family + ' · ' if family else ''}{stage} · step {step} · {run}"
+    return ModelChoice(str(path), label, "checkpoint", stage, context, config.get("template"))
 
 
 def _load(path: str):
@@ -149,4 +153,4 @@ def _load_cached(directory: str, modified: float):  # `modified` is part of the 
         checkpoint = load(directory, device=best_device())
     except CheckpointError as error:
         raise ChatError(str(error)) from error
-    return checkpoint.model, checkpoint.tokenizer, get_template(checkpoint.config["template"])
+    return checkpoint.model, checkpoint.tokenizer, get_template(checkpoint.config["template"], checkpoint.tokenizer)

@@ -21,6 +21,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from studio.metrics import ACTIVE, LOADING, PAUSED, RUNNING
 from studio.paths import DEFAULT_CORPUS
 from studio.presets import DEFAULT_PRESET, PRESETS
+from studio.templates import MODEL_TEMPLATE
 from studio.train_config import DEVICES, STAGES, TrainConfig
 from studio.tui.threads import usable_cores
 
@@ -113,6 +114,7 @@ class TrainForm(VerticalScroll):
             self._show_data()
         elif event.select.id in ("train-preset", "train-init"):
             self._share_context()
+            self._show_data()  # a model with its own chat template trains with it
 
     @on(Input.Changed, "#train-context_size")
     def _context_changed(self) -> None:
@@ -128,7 +130,7 @@ class TrainForm(VerticalScroll):
         mask = self.app.mask_settings  # train what the mask pane shows
         settings: dict[str, object] = {
             "dataset": str(self.app.dataset_path),
-            "template": mask.template,
+            "template": self._template(),
             "train_on_prompt": mask.train_on_prompt,
             "stage": self.query_one("#train-stage", Select).value,
             "preset": self.query_one("#train-preset", Select).value,
@@ -165,8 +167,20 @@ class TrainForm(VerticalScroll):
         else:
             mask = self.app.mask_settings
             trained = "every token" if mask.train_on_prompt else "answers only"
-            text = f"data: {self.app.dataset_path.name}\n{mask.template} template, {trained}"
+            text = f"data: {self.app.dataset_path.name}\n{self._template()} template, {trained}"
         self.query_one("#train-data", Static).update(text)
+
+    def _chosen_checkpoint(self):
+        init_from = self.query_one("#train-init", Select).value
+        return next((choice for choice in self._checkpoints if choice.key == init_from), None)
+
+    def _template(self) -> str:
+        """The mask pane's template, or `model` when starting from a model with its own chat template (an imported
+        Hugging Face chat model): its answers must keep the format it was tuned with."""
+        chosen = self._chosen_checkpoint()
+        if chosen is not None and chosen.template == MODEL_TEMPLATE:
+            return MODEL_TEMPLATE
+        return self.app.mask_settings.template
 
     def _form_context(self) -> int:
         """The context the form would train with: the Context field's, else that of the checkpoint it starts from,
@@ -174,9 +188,8 @@ class TrainForm(VerticalScroll):
         text = self.query_one("#train-context_size", Input).value.strip()
         if text.isdigit() and int(text) >= 2:
             return int(text)
-        init_from = self.query_one("#train-init", Select).value
-        from_checkpoint = next((choice.context for choice in self._checkpoints if choice.key == init_from), None)
-        return from_checkpoint or PRESETS[self.query_one("#train-preset", Select).value].context_size
+        chosen = self._chosen_checkpoint()
+        return (chosen.context if chosen else None) or PRESETS[self.query_one("#train-preset", Select).value].context_size
 
     def _share_context(self) -> None:
         """Make app.mask_settings.context the form's: the mask pane and the dataset's counts and flags then cut the
