@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from studio import safe_io
 from studio.models.describe import describe_model
 from studio.models.interface import masked_loss
 
@@ -52,8 +53,8 @@ def require_transformers():
 def is_hf_folder(path: str | Path) -> bool:
     """A folder transformers saved (its config.json names a model_type); a studio checkpoint's has format_version."""
     try:
-        config = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = safe_io.read_json(Path(path) / CONFIG_FILE)  # bounded: a hostile file is a problem for checkpoint.load
+    except safe_io.UnreadableFile:
         return False
     return isinstance(config, dict) and "model_type" in config and "format_version" not in config
 
