@@ -11,7 +11,6 @@ holds nothing but pickles (pytorch_model.bin) is refused, never unpickled.
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
