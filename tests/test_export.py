@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from hf_fixtures import save_tiny_chat_model
 from hf_tokenizer_helpers import QWEN2_TEMPLATE, write_tokenizer_folder
 
 from studio import checkpoint, cli, data
@@ -16,6 +17,7 @@ from studio.models.export import export_checkpoint
 from studio.models.export_tokenizer import write_tokenizer_files
 from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.templates import TEMPLATES, get_template
+from studio.terminal import visible
 from studio.tokenizer import train_tokenizer
 from train_helpers import TEST_PRESET, small_setup, write_dataset  # noqa: F401 (fixture)
 
@@ -173,3 +175,34 @@ def test_an_output_layer_bias_is_refused_in_one_line_not_dropped(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "output-layer bias (lm_head.bias)" in err and str(tmp_path / "ck") in err
     assert not (tmp_path / "hf").exists()
+
+
+# ---------------------------------------------------------------------------------------------- Hugging Face models
+
+
+def test_an_hf_model_tuned_with_a_studio_template_exports_as_its_own_type_with_the_studio_logits_and_answers(tmp_path, capsys):
+    # (with its own template `model`: tests/test_hf_import.py's acceptance test)
+    template = "comando"
+    folder = save_tiny_chat_model("llama", tmp_path / "llama")
+    assert cli.main(["import", str(folder), "--out", str(tmp_path / "imported")]) == 0
+    fast = ["--preset", TEST_PRESET, "--device", "cpu", "--no-bf16", "--batch-size", "4", "--lr", "3e-3", "--context", "64"]
+    assert cli.main(["train", "--from", str(tmp_path / "imported"), "--template", template, "--steps", "20",
+                     "--dataset", str(write_dataset(tmp_path / "data.jsonl")), "--out", str(tmp_path / "run"), *fast]) == 0
+    assert cli.main(["export", str(tmp_path / "run"), "--hf", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    hf_model, hf_tokenizer = load_hf(tmp_path / "hf")
+    studio = checkpoint.load(tmp_path / "run")
+    assert hf_model.config.model_type == "llama" and studio.config["template"] == template
+    ids = torch.randint(0, studio.tokenizer.vocab_size, (2, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(ids).logits, studio.model(ids)[0], atol=1e-4, rtol=0)
+    for prompt in ("diga 3", "qual é o número?"):
+        assert cli.main(["chat", "--checkpoint", str(tmp_path / "run"), "--prompt", prompt, "--temperature", "0",
+                         "--max-new-tokens", "12"]) == 0
+        printed = capsys.readouterr()
+        assert "warning" not in printed.err, printed.err  # the whole prompt fits: nothing cropped
+        ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)["input_ids"]
+        output = hf_model.generate(ids, do_sample=False, max_new_tokens=12)
+        answer = hf_tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+        assert visible(answer) == printed.out.removesuffix("\n")  # chat prints control characters as visible symbols
