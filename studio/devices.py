@@ -23,6 +23,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def fused_adamw_supported(device: torch.device) -> bool:
+    """Fused AdamW runs on this device type: one kernel per step, and it can skip a non-finite update on the
+    device (found_inf, as GradScaler uses it). Asked of torch, not learnt by catching its error."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch without the registry: the plain foreach AdamW
+        return False
+    return device.type in _get_fused_kernels_supported_devices()
+
+
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16: bf16 matmuls run in hardware (training measured 1.5-2.2x faster than fp32
     on a 2-core EPYC, docs/PERFORMANCE.md); without them bf16 is emulated and slower than fp32."""

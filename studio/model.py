@@ -191,7 +191,9 @@ class GPT(nn.Module):
         targets are already shifted: targets[b, t] is the token that should follow idx[b, t];
         IGNORE_INDEX marks positions not trained on. reduction="mean" averages over the trained
         tokens of the whole batch (each counts once, so a long answer weighs more than a short
-        one); "none" gives the per-position loss [B, T], 0 where ignored, for the heat-map.
+        one); "none" gives the per-position loss [B, T], 0 where ignored (the trainer sums it, the heat-map
+        shows it). A batch without a trained token has a NaN mean: batching refuses to build one (checking
+        here would wait for the GPU on every step).
         Batches are right-padded: causal attention means the padding never reaches real tokens.
         """
         logits = self.lm_head(self._hidden(idx))
@@ -199,9 +201,6 @@ class GPT(nn.Module):
             return logits, None
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-        if not (targets != IGNORE_INDEX).any():
-            # The mean over zero tokens is NaN; better to fail where the bad batch is built.
-            raise ValueError("batch has no trained token: every target is IGNORE_INDEX")
         loss = F.cross_entropy(
             logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=IGNORE_INDEX, reduction=reduction
         )
