@@ -18,10 +18,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
-from studio.metrics import ACTIVE, FINISHED
+from studio.metrics import ACTIVE, FINISHED, Metrics
 
 RUN_FILE = "run.json"
 CONTROL_FILE = "control"
@@ -39,13 +39,15 @@ class RunInfo:
     status: str  # studio.metrics statuses
     started: float  # time.time()
     heartbeat: float
+    device: str = ""  # "cpu", "cuda bf16 x2", …
+    message: str = ""  # how it ended, once it has
 
     def died(self, now: float | None = None) -> bool:
         """Active by its own account, but its process is gone: killed, crashed, the machine rebooted."""
         if self.status not in ACTIVE:
             return False
         now = time.time() if now is None else now
-        if self.host == socket.gethostname():
+        if self.host == this_host():
             return not _alive(self.pid) or now - self.heartbeat > STALE_AFTER_S * 6  # a reused pid still stops beating
         return now - self.heartbeat > STALE_AFTER_S
 
@@ -63,7 +65,7 @@ def read_run_info(run_dir: Path) -> RunInfo | None:
     path = Path(run_dir) / RUN_FILE
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-        return RunInfo(**{f.name: values[f.name] for f in fields(RunInfo)})
+        return RunInfo(**{f.name: values[f.name] for f in fields(RunInfo) if f.name in values or f.default is MISSING})
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -75,6 +77,10 @@ def request(run_dir: Path, command: str) -> None:
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
     _write_atomically(Path(run_dir) / CONTROL_FILE, {"command": command})
+
+
+def this_host() -> str:
+    return socket.gethostname()
 
 
 def _alive(pid: int) -> bool:
@@ -95,14 +101,14 @@ def _write_atomically(path: Path, values: dict) -> None:
 
 class RunStateKeeper:
     """The trainer's side: run.json kept fresh and the control file obeyed, from a daemon thread.
-    `status` is read from the trainer's Metrics at each beat, so the training loop does nothing for it."""
+    The status is read from the trainer's Metrics at each beat, so the training loop does nothing for it."""
 
-    def __init__(self, run_dir: Path, stage: str, steps: int, status: Callable[[], str], on_command: Callable[[str], None]):
+    def __init__(self, run_dir: Path, stage: str, steps: int, metrics: Metrics, on_command: Callable[[str], None]):
         self.run_dir = Path(run_dir)
-        self._status = status
+        self._metrics = metrics
         self._on_command = on_command
         now = time.time()
-        self._info = RunInfo(os.getpid(), socket.gethostname(), stage, steps, status(), now, now)
+        self._info = RunInfo(os.getpid(), this_host(), stage, steps, metrics.status, now, now)
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._beat_until_closed, name="studio-run-state", daemon=True)
@@ -126,7 +132,9 @@ class RunStateKeeper:
 
     def _beat(self) -> None:
         with self._lock:
-            self._info = replace(self._info, status=self._status(), heartbeat=time.time())
+            metrics = self._metrics
+            self._info = replace(self._info, status=metrics.status, message=metrics.message, device=metrics.device,
+                                 heartbeat=time.time())
             try:
                 _write_atomically(self.run_dir / RUN_FILE, asdict(self._info))
             except OSError:

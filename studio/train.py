@@ -22,40 +22,37 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from studio import checkpoint, distributed
-from studio.batching import Batch, collate, example_rows
-from studio.devices import fused_adamw_supported, resolve_device, use_bf16
+from studio.batching import Batch
+from studio.devices import autocast, fused_adamw_supported, resolve_device, training_precision, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.keeping import DivergenceGuard, probe_loss, rescue_save
 from studio.lint import dataset_texts
-from studio.masking import IGNORE, Example
+from studio.masking import Example
 from studio.metrics import DONE, FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, StepRecord
 from studio.model import GPT, PRESETS, model_config
-from studio.rows import row_tokens
 from studio.run_control import RunControl
 from studio.run_folder import METRICS_FILE, MetricsLog, check_run_dir, choose_run_dir, keep_metrics_up_to, replay_metrics
-from studio.run_source import load_source
+from studio.run_source import load_source, restore_trainer_state
 from studio.run_state import RunStateKeeper
 from studio.templates import get_template
 from studio.tokenizer import train_tokenizer
 from studio.train_config import TrainConfig, TrainingError, lr_at
-from studio.training_data import (
-    file_digest,
-    load_conversations,
-    load_corpus,
-    pretrain_data,
-    rendered_texts,
-    sft_data,
-)
+from studio.training_run import IN_PROCESS, RunModel
+from studio.token_losses import token_losses
+from studio.training_data import file_digest, load_conversations, load_corpus, pretrain_data, rendered_texts, sft_data
 from studio.vocab_growth import grow_source_vocabulary
 
 CUDA_SYNC_EVERY = 10  # on CUDA, reading the loss waits for the GPU: read it every few steps, not every step
 
 
 class Trainer:
-    """Prepares and runs one training run. `run()` blocks; the other methods are safe from any thread."""
+    """Prepares and runs one training run. `run()` blocks; the other methods are safe from any thread.
+    A TrainingRun (studio.training_run): the studio's panes use it through that protocol only."""
+
+    kind = IN_PROCESS
+    stage = property(lambda self: self.config.stage)
 
     def __init__(self, config: TrainConfig, metrics: Metrics | None = None):
         self.config = config
@@ -98,25 +95,21 @@ class Trainer:
             model = copy.deepcopy(self.model)  # deepcopy keeps the tied embedding tied; grads are not copied
         return model.eval().requires_grad_(False)
 
-    def token_losses(self, example: Example) -> list[float | None]:
-        """Loss of each trained token of example under the current weights, None elsewhere (the heat-map).
-        Token 0 is never predicted; tokens beyond the context get None."""
-        if self.model is None:
-            raise TrainingError("the model is not ready yet: training is still preparing")
+    # ------------------------------------------------------------------------------------ TrainingRun
+
+    def model_ready(self) -> bool:
+        return self.model is not None  # assigned last by prepare(), after the tokenizer and the template
+
+    def newest_model(self) -> RunModel:
+        """The weights of the current step (one copy per step, shared with token_losses)."""
         cached = self._snapshot
         if cached is None or cached[0] != self.step:
             cached = self._snapshot = (self.step, self.snapshot_model())
-        model = cached[1]
-        if len(example.tokens) < 2:
-            return [None] * len(example.tokens)
-        ids, labels = example_rows([example])[0]
-        window = row_tokens(model.config.context_size)
-        batch = collate([(ids[:window], labels[:window])], self.tokenizer.pad_id).to(self.device)
-        with torch.no_grad(), self._autocast():
-            _, losses = model(batch.inputs, batch.targets, reduction="none")
-        trained = (batch.targets[0] != IGNORE).tolist()
-        per_token = [loss if is_trained else None for loss, is_trained in zip(losses[0].float().tolist(), trained)]
-        return [None] + per_token + [None] * (len(example.tokens) - 1 - len(per_token))
+        return RunModel(cached[1], self.tokenizer, self.template, cached[0], "live weights")
+
+    def token_losses(self, example: Example) -> list[float | None]:
+        """Loss of each trained token of example under the current weights, None elsewhere (the heat-map)."""
+        return token_losses(self.newest_model().model, example, self.tokenizer.pad_id, autocast(self.device, self.bf16))
 
     # ------------------------------------------------------------------------------------ run
 
@@ -198,7 +191,8 @@ class Trainer:
         self.parent = str(config.init_from) if config.init_from else None
         self.step, self._elapsed_before = 0, 0.0
         if config.resume:
-            self._restore_trainer_state(source)
+            self.step, self._elapsed_before, self.parent = restore_trainer_state(
+                source, self.optimizer, self._data_digest, config.steps, self._event)
         self._open_run_dir()
         self.model = model
 
@@ -211,19 +205,6 @@ class Trainer:
         ]
         fused = fused_adamw_supported(self.device) or None  # None: torch's own choice (foreach)
         return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.95), fused=fused)
-
-    def _restore_trainer_state(self, source: checkpoint.Checkpoint) -> None:
-        state = source.trainer_state
-        self.optimizer.load_state_dict(state["optimizer"])
-        checkpoint.restore_rng(state)
-        self.step = int(state["step"])
-        extra = state.get("extra", {})
-        self._elapsed_before = float(extra.get("elapsed", 0.0))
-        self.parent = source.config.get("parent")
-        if extra.get("data_sha256") not in (None, self._data_digest):
-            self._event("the data file changed since this checkpoint: the resumed run will not match an uninterrupted one")
-        if self.step >= self.config.steps:
-            raise TrainingError(f"{source.path}: already at step {self.step} of {self.config.steps}; pass more steps to go on")
 
     def _open_run_dir(self) -> None:
         config = self.config
@@ -248,7 +229,7 @@ class Trainer:
         elif metrics_path.exists():
             metrics_path.unlink()  # a new run in a reused --out folder starts a new log
         self._log.open(metrics_path, self.step)
-        self._run_state = RunStateKeeper(run_dir, config.stage, config.steps, lambda: self.metrics.status,
+        self._run_state = RunStateKeeper(run_dir, config.stage, config.steps, self.metrics,
                                          lambda command: {"pause": self.pause, "resume": self.resume, "stop": self.request_stop}[command]())
         self._run_state.start()
 
@@ -315,11 +296,10 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for index, piece in enumerate(pieces):
             piece = piece.to(self.device)
-            last = index == len(pieces) - 1
             with ExitStack() as stack:
-                if self.ranks.enabled and not last:
+                if self.ranks.enabled and index < len(pieces) - 1:
                     stack.enter_context(self.train_model.no_sync())  # all-reduce the gradients once, after the last piece
-                with self._training_precision():
+                with training_precision(self.device, self.bf16):
                     _, per_token = self.train_model(piece.inputs, piece.targets, reduction="none")
                 loss = per_token.float().sum() * scale
                 loss.backward()
@@ -385,7 +365,7 @@ class Trainer:
                 if self.control.stop_requested:
                     return None
                 batch = batch.to(self.device)
-                with self._training_precision():
+                with training_precision(self.device, self.bf16):
                     _, losses = self.model(batch.inputs, batch.targets, reduction="none")
                 total += losses.float().sum()
                 count += batch.trained_tokens
@@ -422,19 +402,6 @@ class Trainer:
         self.last_checkpoint, self._saved_step = path, self.step
         self.metrics.record_checkpoint(str(path))
         self._log.write({"step": self.step, "checkpoint": str(path)})
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def _training_precision(self) -> ExitStack:
-        """Autocast, plus on CPU in bf16 the plain-matmul attention: there the CPU flash-attention kernel
-        made whole training steps 1.4x slower than attention done with bf16 matmuls (measured, tiny and
-        d_model 256). Only the training thread uses it: sdpa_kernel flips process-wide flags."""
-        stack = ExitStack()
-        stack.enter_context(self._autocast())
-        if self.bf16 and self.device.type == "cpu":
-            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-        return stack
 
     def _event(self, text: str) -> None:
         self.metrics.event(text)

@@ -17,9 +17,10 @@ from textual.widgets import TabbedContent
 from studio.data import Conversation
 from studio.masking import Example
 from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, ProbeAnswer, StepRecord
+from studio.training_run import IN_PROCESS, RunModel
 from studio.tui.chat_backend import ModelChoice
 
-SCRIPTED_MODEL = object()  # what ScriptedTrainer.snapshot_model() returns
+SCRIPTED_MODEL = object()  # the model of ScriptedTrainer.newest_model()
 TOKENS_PER_SECOND = 12_000.0
 TRAINED_TOKENS_PER_SECOND = 4_000.0
 PROBE_PROMPTS = ("O que é um token?", "Explique o treino.")
@@ -31,13 +32,19 @@ def scripted_loss(step: int, total_steps: int) -> float:
 
 
 class ScriptedTrainer:
-    """The trainer interface of docs/CONTRACTS.md (trainer_factory(config, metrics)) without a model."""
+    """The trainer interface of docs/CONTRACTS.md (trainer_factory(config, metrics)), a TrainingRun in this
+    process (studio.training_run), without a model. tokenizer and template: set them for the heat-map."""
+
+    kind = IN_PROCESS
+    run_dir = None
+    stage = property(lambda self: self.config.stage)
 
     def __init__(self, config, metrics: Metrics | None = None, *, step_seconds: float = 0.002):
         self.config = config
         self.metrics = metrics if metrics is not None else Metrics()
         self.step_seconds = step_seconds
-        self.model = SCRIPTED_MODEL
+        self.tokenizer = None
+        self.template = None
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared while paused
         self._running.set()
@@ -85,8 +92,11 @@ class ScriptedTrainer:
     def resume(self) -> None:
         self._running.set()
 
-    def snapshot_model(self):
-        return SCRIPTED_MODEL
+    def model_ready(self) -> bool:
+        return True
+
+    def newest_model(self) -> RunModel:
+        return RunModel(SCRIPTED_MODEL, self.tokenizer, self.template, self.metrics.snapshot(series=False).step, "scripted")
 
     def token_losses(self, example: Example) -> list[float | None]:
         """0.5, 1.0, … 3.0 cycling over the trained tokens, None on masked ones (the first token is never predicted)."""
