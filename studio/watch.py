@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from studio import catalogue, run_state
 from studio.masking import Example
-from studio.metrics import ACTIVE, FAILED, STOPPED, Metrics, StepRecord
-from studio.run_folder import METRICS_FILE
+from studio.metrics import ACTIVE, FAILED, STOPPED, Metrics
+from studio.run_folder import METRICS_FILE, replay_metrics
 from studio.train_config import TrainingError
 from studio.training_run import WATCHED, RunModel, checkpoint_model
 
@@ -29,7 +28,6 @@ POLL_S = 0.25  # how often the studio polls a watched run: a death is reported w
 READ_BYTES = 2 << 20  # metrics.jsonl read per poll at most (~15k lines): a huge log fills in over a few polls
 BACKLOG_POINTS = 2000  # a backlog of more steps is thinned to about this many for the curve
 RECENT_KEPT = 50  # ... always keeping the last ones whole (the ETA's pace)
-STEP_FIELDS = tuple(f.name for f in fields(StepRecord))
 
 
 class WatchError(Exception):
@@ -111,7 +109,13 @@ class WatchedRun:
             self.info = run_state.read_run_info(self._run_dir)
         except run_state.RunFileError as error:
             self.metrics.event(str(error))
-        restarted, entries = self._tail.read_new()
+        try:
+            restarted, entries = self._tail.read_new()
+        except OSError as error:  # e.g. the folder went away: say so once, keep polling
+            restarted, entries = False, []
+            problem = f"{self._tail.path}: cannot read ({error.strerror})"
+            if problem not in self.metrics.snapshot(series=False).events[-1:]:
+                self.metrics.event(problem)
         if restarted:
             self.metrics, self._started, self._stride = Metrics(), False, 1  # a resume rewrote the log: a new curve
         if not self._started:
@@ -139,14 +143,12 @@ class WatchedRun:
                 self._stride = 1
         for entry in entries:
             try:
-                if "loss" in entry:
-                    self.metrics.record_step(StepRecord(**{name: entry[name] for name in STEP_FIELDS}))
-                elif "val_loss" in entry:
-                    self.metrics.record_val(entry["step"], entry["val_loss"])
-                elif "checkpoint" in entry:
+                if "checkpoint" in entry:
                     self.metrics.record_checkpoint(entry["checkpoint"])
                 elif "event" in entry:
                     self.metrics.event(entry["event"])
+                else:  # a step, a validation loss, a probe answer: as a resumed run replays its log
+                    replay_metrics([entry], self.metrics)
             except (KeyError, TypeError):
                 continue  # a line of another shape: not ours to show
 

@@ -12,48 +12,18 @@ from dataclasses import asdict, replace
 import pytest
 
 from studio import catalogue, run_state
-from studio.metrics import DONE, FAILED, PAUSED, RUNNING, STOPPED, Metrics, StepRecord
-from studio.run_folder import METRICS_FILE, MetricsLog
+from studio.metrics import DONE, FAILED, PAUSED, RUNNING, STOPPED, StepRecord
+from studio.run_folder import METRICS_FILE
 from studio.train import Trainer
 from studio.train_config import TrainConfig, TrainingError
 from studio.training_run import TrainingRun
+from fakes import FileTrainer
 from studio.watch import BACKLOG_POINTS, READ_BYTES, WatchedRun, WatchError, newest_run
 from train_helpers import TEST_PRESET, small_setup, write_dataset  # noqa: F401 (fixture)
 
 
-class FakeTrainer:
-    """Writes what a trainer writes, step by step, with no model."""
-
-    def __init__(self, run_dir, steps=100):
-        self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = Metrics()
-        self.metrics.start("sft", "cpu", steps)
-        self.log = MetricsLog()
-        self.log.open(run_dir / METRICS_FILE, 0)
-        self.keeper = run_state.RunStateKeeper(run_dir, "sft", steps, self.metrics, lambda command: None)
-        self.keeper.start()
-        self.step = 0
-
-    def steps(self, count):
-        for _ in range(count):
-            self.step += 1
-            self.log.write(asdict(StepRecord(self.step, 5.0 / self.step, 1e-3, 1.0, 1000.0, 500.0, self.step * 0.01)))
-
-    def save(self, step):
-        path = self.run_dir / catalogue.RUN_CHECKPOINT_DIR
-        path.mkdir(exist_ok=True)
-        (path / catalogue.CONFIG_FILE).write_text(json.dumps({"stage": "sft", "step": step, "model": {"context_size": 64}}))
-        self.log.write({"step": step, "checkpoint": str(path)})
-
-    def finish(self):
-        self.metrics.set_status(DONE, f"finished step {self.step}/{self.metrics.total_steps}")
-        self.keeper.close()
-        self.log.close()
-
-
 def test_a_run_is_followed_as_it_grows_and_its_end_is_seen(tmp_path):
-    fake = FakeTrainer(tmp_path / "run")
+    fake = FileTrainer(tmp_path / "run")
     watched = WatchedRun(tmp_path / "run")
     assert isinstance(watched, TrainingRun)
     fake.steps(5)
@@ -82,25 +52,21 @@ def test_a_run_is_followed_as_it_grows_and_its_end_is_seen(tmp_path):
 
 
 def test_a_killed_trainer_is_reported_dead_naming_its_newest_checkpoint(tmp_path):
-    fake = FakeTrainer(tmp_path / "run")
+    fake = FileTrainer(tmp_path / "run")
     fake.steps(3)
     fake.save(3)
-    fake.keeper._closed.set()  # the beat thread stops: the trainer froze, then …
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    info = run_state.read_run_info(tmp_path / "run")
-    (tmp_path / "run" / run_state.RUN_FILE).write_text(json.dumps(asdict(replace(info, pid=gone.pid))))  # … was killed
+    pid = fake.die()
     watched = WatchedRun(tmp_path / "run")
     watched.poll()
     snapshot = watched.metrics.snapshot()
     assert snapshot.status == FAILED
-    assert f"(pid {gone.pid}) died: stopped without a final checkpoint; newest checkpoint at step 3" in snapshot.message
+    assert f"(pid {pid}) died: stopped without a final checkpoint; newest checkpoint at step 3" in snapshot.message
     watched.request_stop()  # nobody is there to read it
     assert not (tmp_path / "run" / run_state.CONTROL_FILE).exists()
 
 
 def test_a_run_on_another_host_dies_when_its_heartbeat_is_stale(tmp_path):
-    fake = FakeTrainer(tmp_path / "run")
+    fake = FileTrainer(tmp_path / "run")
     fake.keeper._closed.set()
     info = replace(run_state.read_run_info(tmp_path / "run"), host="elsewhere")
     (tmp_path / "run" / run_state.RUN_FILE).write_text(json.dumps(asdict(info)))
@@ -120,10 +86,10 @@ def test_not_a_run_and_the_newest_run(tmp_path):
         WatchedRun(tmp_path / "missing")
     with pytest.raises(WatchError, match="no run to watch"):
         newest_run(tmp_path)
-    FakeTrainer(tmp_path / "old").finish()
+    FileTrainer(tmp_path / "old").finish()
     os.utime(tmp_path / "old" / run_state.RUN_FILE, (1, 1))
     os.utime(tmp_path / "old" / METRICS_FILE, (1, 1))
-    newer = FakeTrainer(tmp_path / "new")
+    newer = FileTrainer(tmp_path / "new")
     assert newest_run(tmp_path) == tmp_path / "new"
     newer.finish()
 
@@ -146,7 +112,7 @@ def test_a_100k_line_log_is_read_in_slices_and_thinned(tmp_path):
 
 
 def test_a_resume_that_rewrites_the_log_starts_a_new_curve(tmp_path):
-    fake = FakeTrainer(tmp_path / "run")
+    fake = FileTrainer(tmp_path / "run")
     fake.steps(10)
     watched = WatchedRun(tmp_path / "run")
     watched.poll()
@@ -196,7 +162,7 @@ def test_the_real_trainer_obeys_the_control_file(tmp_path, dataset, monkeypatch)
     assert watched.metrics.status == STOPPED and catalogue.run_checkpoint(tmp_path / "run").step == trainer.step
     model = watched.newest_model()
     assert model.step == trainer.step and model.source == str(tmp_path / "run" / "checkpoint")
-    FakeTrainer(tmp_path / "bare").finish()
+    FileTrainer(tmp_path / "bare").finish()
     with pytest.raises(TrainingError, match="no checkpoint saved yet"):
         WatchedRun(tmp_path / "bare").newest_model()
 

@@ -18,12 +18,14 @@ from textual.widgets import Button, Select
 
 from studio.metrics import ACTIVE, FINISHED, IDLE, LOADING, PAUSED, RUNNING, Snapshot
 from studio.train_config import TrainingError
+from studio.training_run import WATCHED
 from studio.tui.messages import TorchReady
 from studio.tui.widgets.live_run import LiveRun
 from studio.tui.widgets.loss_plot import LossPlot
 from studio.tui.widgets.train_form import Devices, TrainForm
 
 POLLS_PER_SECOND = 4  # enough for numbers to read; each poll that updates widgets costs training time
+WATCHED_EVENTS_SHOWN = 3  # of the events a watched run's poll brings at once, the last ones are notified
 
 
 class TrainPane(Widget):
@@ -211,7 +213,11 @@ class TrainPane(Widget):
         if snapshot.status == RUNNING and not self._training_seen:
             self._training_seen = True
             self.app.freeze_run_data()
-        for event in snapshot.events[self._events_seen:]:
+        events = snapshot.events[self._events_seen:]
+        run = self.app.current_run
+        if run is not None and run.kind == WATCHED:
+            events = events[-WATCHED_EVENTS_SHOWN:]  # a watched run's log is read in bursts: its past is not news
+        for event in events:
             if not (snapshot.status in FINISHED and event == snapshot.message):
                 self.notify(event, markup=False)
         self._events_seen = len(snapshot.events)
