@@ -122,8 +122,8 @@ class WatchedRun:
             stage, steps = (self.info.stage, self.info.steps) if self.info else ("", 0)
             self.metrics.start(stage, self.info.device if self.info else "", steps)
             self._started = True
-        elif self.info and self.info.steps != self.metrics.total_steps:
-            self.metrics.total_steps = self.info.steps
+        elif self.info:  # a run still preparing says its device only once it trains
+            self.metrics.stage, self.metrics.device, self.metrics.total_steps = self.info.stage, self.info.device, self.info.steps
         self._record(entries)
         status, message = self._status(now)
         if (status, message) != (self.metrics.status, self.metrics.message):

@@ -10,16 +10,20 @@ import time
 from dataclasses import asdict, replace
 
 import pytest
+from fakes import FileTrainer
+from train_helpers import TEST_PRESET, small_setup, write_dataset  # noqa: F401 (fixture)
 
 from studio import catalogue, run_state
+from studio.data import Conversation, Turn
+from studio.masking import build_example
 from studio.metrics import DONE, FAILED, PAUSED, RUNNING, STOPPED, StepRecord
 from studio.run_folder import METRICS_FILE
+from studio.sampling import SamplingConfig
 from studio.train import Trainer
 from studio.train_config import TrainConfig, TrainingError
 from studio.training_run import TrainingRun
-from fakes import FileTrainer
+from studio.tui.chat_backend import ChatBackend
 from studio.watch import BACKLOG_POINTS, READ_BYTES, WatchedRun, WatchError, newest_run
-from train_helpers import TEST_PRESET, small_setup, write_dataset  # noqa: F401 (fixture)
 
 
 def test_a_run_is_followed_as_it_grows_and_its_end_is_seen(tmp_path):
@@ -140,7 +144,7 @@ def test_the_real_trainer_obeys_the_control_file(tmp_path, dataset, monkeypatch)
     thread = threading.Thread(target=trainer.run)
     thread.start()
     try:
-        wait_for(lambda: trainer.metrics.status == RUNNING and (tmp_path / "run" / run_state.RUN_FILE).exists())
+        wait_for(lambda: trainer.metrics.status == RUNNING and (tmp_path / "run" / run_state.RUN_FILE).exists(), timeout=60)
         watched = WatchedRun(tmp_path / "run")
         watched.poll()
         watched.pause()
@@ -162,6 +166,16 @@ def test_the_real_trainer_obeys_the_control_file(tmp_path, dataset, monkeypatch)
     assert watched.metrics.status == STOPPED and catalogue.run_checkpoint(tmp_path / "run").step == trainer.step
     model = watched.newest_model()
     assert model.step == trainer.step and model.source == str(tmp_path / "run" / "checkpoint")
+    # the chat pane offers the watched run's newest checkpoint, and the heat-map gets its per-token losses
+    backend = ChatBackend(live_run=lambda: watched, checkpoints_root=tmp_path / "no-other-checkpoints")
+    (live,) = backend.choices()
+    assert (live.kind, live.stage, live.label) == ("live", "sft", "watched: run, its newest checkpoint")
+    question = Conversation((Turn("user", "diga 1"),))
+    reply = backend.stream(live, question, SamplingConfig(temperature=0.0, max_new_tokens=4), lambda: False)
+    assert "".join(reply) == reply.text
+    example = build_example(Conversation((Turn("user", "diga 1"), Turn("assistant", "numero 1"))), model.template, model.tokenizer)
+    losses = watched.token_losses(example)
+    assert len(losses) == len(example.tokens) and any(loss is not None for loss in losses)
     FileTrainer(tmp_path / "bare").finish()
     with pytest.raises(TrainingError, match="no checkpoint saved yet"):
         WatchedRun(tmp_path / "bare").newest_model()
