@@ -127,8 +127,8 @@ class Trainer:
             self.metrics.set_status(FAILED, message)
             raise TrainingError(message) from None
         except BaseException as error:
-            lost = distributed.lost_ranks(error, self.ranks)
-            if lost is not None:  # another rank died: say so in one line on this one
+            lost = distributed.lost_ranks(error, self.ranks) or _compile_failed(error, self.config)
+            if lost is not None:  # another rank died, or torch.compile failed: one line
                 self.metrics.set_status(FAILED, str(lost))
                 raise lost from None
             self.metrics.set_status(FAILED, f"{type(error).__name__}: {error}")
@@ -309,8 +309,8 @@ class Trainer:
     def _report_compile_time(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # once: the first step's time is the compile time
-        seconds = time.perf_counter() - self._window_start
-        self._event(f"torch.compile: the first step took {seconds:.1f} s (compiling); tokens/s leave it out")
+        seconds = time.perf_counter() - self._clock_start  # the first step, compiling included
+        self._event(f"torch.compile: the first step took {seconds:.1f} s (compiling); the rates after it leave it out")
         self._window_start = time.perf_counter()
 
     def _wait_while_paused(self) -> bool:
@@ -406,3 +406,12 @@ class Trainer:
     def _event(self, text: str) -> None:
         self.metrics.event(text)
         self._log.event(self.step, text)
+
+
+def _compile_failed(error: BaseException, config: TrainConfig) -> TrainingError | None:
+    """torch.compile's errors hold whole compiler logs: one line instead, and the way around it."""
+    if not config.compile or not type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        return None
+    first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+    return TrainingError(f"torch.compile failed ({type(error).__name__}: {first_line}); train without --compile")
+
