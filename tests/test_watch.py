@@ -3,8 +3,6 @@ a WatchedRun follows it; the real trainer obeys the control file."""
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, replace

@@ -89,8 +89,8 @@ class ChatBackend:
         """Each conversation's masked loss under the model (the dataset pane's worst-first order)."""
         from studio.evaluation.losses import conversation_losses
 
-        model, tokenizer, template = self._model(choice)
-        return conversation_losses(model, tokenizer, template, conversations, should_stop)
+        chosen = self._model(choice)
+        return conversation_losses(chosen.model, chosen.tokenizer, chosen.template, conversations, should_stop)
 
     def _eval_model(self, choice: ModelChoice):
         from studio.evaluation.answers import EvalModel
