@@ -14,6 +14,7 @@ TrainingError on the others (gloo notices a closed peer at once; otherwise the t
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -94,6 +95,27 @@ def micro_batches(batch: Batch, ranks: Ranks, grad_accum: int, pad_id: int) -> l
 def _rows(batch: Batch, rows: torch.Tensor, pad_id: int) -> Batch:
     inputs, targets = batch.inputs[rows], batch.targets[rows]
     return Batch(inputs, targets, int((inputs != pad_id).sum()), int((targets != IGNORE).sum()))
+
+
+def forward_backward(model, batch: Batch, ranks: Ranks, grad_accum: int, pad_id: int, device: torch.device,
+                     precision) -> torch.Tensor:
+    """Gradients of the global batch's mean loss over its trained tokens; returns this rank's part of that
+    mean (the parts of every rank sum to it). The batch goes in grad_accum pieces per rank, summed; each
+    piece weighs by the global count, so the result does not depend on how the batch was cut."""
+    pieces = micro_batches(batch, ranks, grad_accum, pad_id)
+    scale = ranks.world_size / batch.trained_tokens  # DDP averages the ranks' gradients: undo its 1/world
+    total = torch.zeros((), device=device)
+    for index, piece in enumerate(pieces):
+        piece = piece.to(device)
+        with ExitStack() as stack:
+            if ranks.enabled and index < len(pieces) - 1:
+                stack.enter_context(model.no_sync())  # all-reduce the gradients once, after the last piece
+            with precision():
+                _, per_token = model(piece.inputs, piece.targets, reduction="none")
+            loss = per_token.float().sum() * scale
+            loss.backward()
+        total += loss.detach()
+    return total / ranks.world_size
 
 
 def all_reduce_sum(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:

@@ -17,7 +17,6 @@ import math
 import os
 import threading
 import time
-from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -252,7 +251,8 @@ class Trainer:
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = self._forward_backward(batch)
+            loss = distributed.forward_backward(self.train_model, batch, self.ranks, config.grad_accum, self.tokenizer.pad_id,
+                                                self.device, lambda: training_precision(self.device, self.bf16))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
             # Decided on the device (no sync): a non-finite gradient skips the whole update, optimizer state
             # included. The same on every rank: the gradients, and so their norm, are the all-reduced ones.
@@ -286,25 +286,6 @@ class Trainer:
         verb = "stopped at" if stopped else "finished"
         self.metrics.set_status(status, f"{verb} step {self.step}/{config.steps}; checkpoint {self.last_checkpoint}")
         return self.last_checkpoint
-
-    def _forward_backward(self, batch: Batch) -> torch.Tensor:
-        """Gradients of the global batch's mean loss over its trained tokens; returns this rank's part of that
-        mean (the parts of every rank sum to it). The batch goes in grad_accum pieces per rank, summed; each
-        piece weighs by the global count, so the result does not depend on how the batch was cut."""
-        pieces = distributed.micro_batches(batch, self.ranks, self.config.grad_accum, self.tokenizer.pad_id)
-        scale = self.ranks.world_size / batch.trained_tokens  # DDP averages the ranks' gradients: undo its 1/world
-        total = torch.zeros((), device=self.device)
-        for index, piece in enumerate(pieces):
-            piece = piece.to(self.device)
-            with ExitStack() as stack:
-                if self.ranks.enabled and index < len(pieces) - 1:
-                    stack.enter_context(self.train_model.no_sync())  # all-reduce the gradients once, after the last piece
-                with training_precision(self.device, self.bf16):
-                    _, per_token = self.train_model(piece.inputs, piece.targets, reduction="none")
-                loss = per_token.float().sum() * scale
-                loss.backward()
-            total += loss.detach()
-        return total / self.ranks.world_size
 
     def _report_compile_time(self) -> None:
         if self.device.type == "cuda":
@@ -374,7 +355,7 @@ class Trainer:
         return total.item() / count
 
     def _probe_loss(self) -> float:
-        return probe_loss(self.model, self.batches.get(1).to(self.device), self._training_precision())
+        return probe_loss(self.model, self.batches.get(1).to(self.device), training_precision(self.device, self.bf16))
 
     def _kept(self) -> str:
         if self.last_checkpoint is None:

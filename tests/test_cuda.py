@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio import checkpoint
+from studio import checkpoint, distributed
+from studio.devices import autocast
 from studio.model import GPT
 from studio.train import CUDA_SYNC_EVERY, Trainer
 from studio.train_config import TrainConfig, TrainingError
@@ -45,7 +46,8 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, dataset):
     torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
     try:
         for step in range(1, 4):
-            loss = trainer._forward_backward(trainer.batches.get(step))
+            loss = distributed.forward_backward(trainer.train_model, trainer.batches.get(step), trainer.ranks, 1,
+                                                trainer.tokenizer.pad_id, trainer.device, lambda: autocast(trainer.device, True))
             norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
             trainer.optimizer.found_inf = (~(torch.isfinite(norm) & torch.isfinite(loss))).float()
             trainer.optimizer.step()
