@@ -168,7 +168,7 @@ def main() -> None:
         print(f"{'':<10} {'trained tok/s':>14} {'tok/s':>9} {'padding':>8} {'MFU fp32':>9} {'MFU own':>8} {'speed-up':>9}")
         for result in [best["notebook"]] + [best[name] for name in best if name != "notebook"]:
             flops = flops_per_token * result.tokens_per_s
-            own_peak = peak16 if result.name.endswith("bf16") else peak32  # against the peak of the precision it runs in
+            own_peak = peak16 if "bf16" in result.name else peak32  # against the peak of the precision it runs in
             print(f"{result.name:<10} {result.trained_per_s:>14,.0f} {result.tokens_per_s:>9,.0f} {result.padding:>8.1%} "
                   f"{flops / peak32:>9.1%} {flops / own_peak:>8.1%} {result.trained_per_s / base:>8.2f}x")
 
