@@ -12,6 +12,7 @@ that steals the CPU for a while hurts both sides alike rather than one.
 
     .venv/bin/python bench/train_throughput.py            # both configs, a few minutes on 2 cores
     .venv/bin/python bench/train_throughput.py --configs b --rounds 5
+    .venv/bin/python bench/train_throughput.py --compile  # adds our runs with --compile (its compile steps untimed)
 """
 
 from __future__ import annotations
@@ -91,12 +92,13 @@ class TimedMetrics(Metrics):
         super().record_step(record)
 
 
-def ours(shape: dict, steps: int, bf16: bool, threads: int) -> Result:
+def ours(shape: dict, steps: int, bf16: bool, threads: int, compile: bool = False) -> Result:
     PRESETS["bench"] = Preset("char", None, {k: v for k, v in shape.items() if k != "batch_size"})
     metrics = TimedMetrics()
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(preset="bench", steps=WARMUP_STEPS + steps, batch_size=shape["batch_size"], val_fraction=0.0,
-                             eval_every=10**9, save_every=0, out_dir=out, device="cpu", bf16=bf16, threads=threads)
+                             eval_every=10**9, save_every=0, out_dir=out, device="cpu", bf16=bf16, threads=threads,
+                             compile=compile)
         trainer = Trainer(config, metrics)
         trainer.run()
     timed = range(WARMUP_STEPS + 1, WARMUP_STEPS + steps + 1)
@@ -104,7 +106,7 @@ def ours(shape: dict, steps: int, bf16: bool, threads: int) -> Result:
     seconds = metrics.times[timed[-1]] - metrics.times[WARMUP_STEPS]
     computed = sum(b.inputs.numel() for b in batches)
     tokens = sum(b.tokens for b in batches)
-    name = "ours bf16" if bf16 else "ours fp32"
+    name = ("ours bf16" if bf16 else "ours fp32") + (" +compile" if compile else "")
     return Result(name, sum(b.trained_tokens for b in batches) / seconds, tokens / seconds, 1 - tokens / computed)
 
 
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed steps per run (default: 30 for a, 10 for b)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true", help="also our runs with torch.compile (a new batch width recompiles)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peaks = [(matmul_peak(torch.float32), matmul_peak(torch.bfloat16))]
@@ -145,8 +148,10 @@ def main() -> None:
         steps = args.steps or TIMED_STEPS[key]
         best: dict[str, Result] = {}
         for _ in range(args.rounds):
-            for result in (ours(shape, steps, False, args.threads), ours(shape, steps, True, args.threads),
-                           notebook(shape, steps, examples, tokenizer)):
+            runs = [ours(shape, steps, False, args.threads), ours(shape, steps, True, args.threads)]
+            if args.compile:
+                runs += [ours(shape, steps, False, args.threads, compile=True), ours(shape, steps, True, args.threads, compile=True)]
+            for result in (*runs, notebook(shape, steps, examples, tokenizer)):
                 if result.name not in best or result.trained_per_s > best[result.name].trained_per_s:
                     best[result.name] = result
         model = GPT(model_config("tiny", tokenizer.vocab_size, **{k: v for k, v in shape.items() if k != "batch_size"}))
@@ -161,9 +166,9 @@ def main() -> None:
         base = best["notebook"].trained_per_s
         print(f"\nconfig {key}: {CONFIGS[key]}")
         print(f"{'':<10} {'trained tok/s':>14} {'tok/s':>9} {'padding':>8} {'MFU fp32':>9} {'MFU own':>8} {'speed-up':>9}")
-        for result in (best["notebook"], best["ours fp32"], best["ours bf16"]):
+        for result in [best["notebook"]] + [best[name] for name in best if name != "notebook"]:
             flops = flops_per_token * result.tokens_per_s
-            own_peak = peak16 if result.name.endswith("bf16") else peak32  # against the peak of the precision it runs in
+            own_peak = peak16 if "bf16" in result.name else peak32  # against the peak of the precision it runs in
             print(f"{result.name:<10} {result.trained_per_s:>14,.0f} {result.tokens_per_s:>9,.0f} {result.padding:>8.1%} "
                   f"{flops / peak32:>9.1%} {flops / own_peak:>8.1%} {result.trained_per_s / base:>8.2f}x")
 

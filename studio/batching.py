@@ -108,7 +108,10 @@ class SFTBatches:
     def get(self, step: int) -> Batch:
         epoch, index = divmod(step - 1, self.batches_per_epoch)
         rows = [self.rows[i] for i in self.epoch_order(epoch)[index]]
-        return collate(rows, self.pad_id, WIDTH_MULTIPLE, self.context_size)
+        batch = collate(rows, self.pad_id, WIDTH_MULTIPLE, self.context_size)
+        if not batch.trained_tokens:  # its mean loss would be NaN; counted on the host, so no GPU sync
+            raise ValueError(f"the batch of step {step} has no trained token: every example in it is prompt only")
+        return batch
 
 
 class PretrainBatches:

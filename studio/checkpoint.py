@@ -27,38 +27,28 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from studio import paths, safe_io
+from studio import safe_io
 from studio.atomic_dir import (
     clean_leftovers,
     fsync_path,
-    recover_interrupted_save,
+    recover_interrupted_save,  # noqa: F401 (studio.run_folder calls it through this module)
     swap_in,
+)
+# the layout, finding and resolving are the torch-free catalogue's; imported here for the callers of this module
+from studio.catalogue import (  # noqa: F401
+    CONFIG_FILE, HF_DIR, MODEL_FILE, PICKLE_SUFFIXES, RUN_CHECKPOINT_DIR, TOKENIZER_FILE, CheckpointError, find_all, latest,
+    resolve,
 )
 from studio.model import GPT, GPTConfig
 from studio.models import hf
 from studio.models.interface import LanguageModel
-from studio.paths import CHECKPOINTS_DIR
 from studio.templates import TEMPLATE_NAMES
-from studio.terminal import one_line
 from studio.tokenizer import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
 STATE_TENSORS_FILE = "trainer_state.safetensors"
 STATE_JSON_FILE = "trainer_state.json"
-HF_DIR = "hf"  # family "hf": config.json, model*.safetensors, generation_config.json as save_pretrained writes them
-RUN_CHECKPOINT_DIR = "checkpoint"  # a run folder checkpoints/<stage>-<time>/ keeps its checkpoint here
 TENSOR_REF = "__tensor__"  # in trainer_state.json, {"__tensor__": name} stands for a tensor of trainer_state.safetensors
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used; the message is one line naming the directory and the files at fault."""
-
-    def __init__(self, message: str):
-        super().__init__(one_line(message))  # problems may quote the files' own keys and values
 
 
 @dataclass
@@ -195,23 +185,6 @@ def load(path: str | Path, device="cpu", with_trainer_state: bool = False, progr
     model.load_state_dict(weights, strict=False)
     model.to(device).eval()
     return Checkpoint(path, model, tokenizer, config, trainer_state)
-
-
-def resolve(path: str | Path) -> Path:
-    """The checkpoint directory of path: path itself, or its checkpoint/ when path is a run folder."""
-    path = Path(path)
-    recover_interrupted_save(path)
-    recover_interrupted_save(path / RUN_CHECKPOINT_DIR)
-    if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:  # refused by its name: not a byte of it is read
-        raise CheckpointError(f"{path}: a pickle file (torch.save), never loaded here since it could run code; "
-                              f"convert it once with `studio import {path}` and use the directory that writes")
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path}: is a file; a checkpoint is a directory holding {MODEL_FILE}, {CONFIG_FILE} and {TOKENIZER_FILE}")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint directory")
-    if not (path / CONFIG_FILE).exists() and (path / RUN_CHECKPOINT_DIR).is_dir():
-        return path / RUN_CHECKPOINT_DIR
-    return path
 
 
 def _read_json(path: Path, name: str, problems: list[str]) -> dict | None:
@@ -362,37 +335,3 @@ def restore_rng(trainer_state: dict) -> None:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-# ---------------------------------------------------------------------------------------------- find
-
-
-def find_all(root: str | Path = CHECKPOINTS_DIR) -> list[Path]:
-    """Every checkpoint directory under root (any depth), newest first by config.json's mtime.
-    Hidden directories are skipped: they are a save in progress, or leftovers of a killed one. So are workshop
-    visitors' runs (paths.VISITORS_DIR) when root holds them: they are theirs, not the presenter's."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    visitors = paths.VISITORS_DIR if not root.resolve().is_relative_to(paths.VISITORS_DIR) else None
-    for config in root.rglob(f".*.old/{CONFIG_FILE}"):  # left aside by a save killed between its renames
-        recover_interrupted_save(config.parent.with_name(config.parent.name[1:-len(".old")]))
-    found = []
-    for config in root.rglob(CONFIG_FILE):
-        if any(part.startswith(".") for part in config.parent.relative_to(root).parts):
-            continue
-        if visitors is not None and config.resolve().is_relative_to(visitors):
-            continue
-        if config.parent.name == HF_DIR and (config.parent.parent / CONFIG_FILE).exists():
-            continue  # the model folder inside a family "hf" checkpoint
-        try:
-            found.append((config.stat().st_mtime, config.parent))
-        except FileNotFoundError:  # swapped out by a save running right now
-            continue
-    return [directory for _, directory in sorted(found, key=lambda item: item[0], reverse=True)]
-
-
-def latest(root: str | Path = CHECKPOINTS_DIR) -> Path | None:
-    """The newest checkpoint directory under root, None when there is none."""
-    found = find_all(root)
-    return found[0] if found else None

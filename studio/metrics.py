@@ -124,6 +124,10 @@ class Metrics:
     def status(self) -> str:
         return self._status
 
+    @property
+    def message(self) -> str:
+        return self._message
+
     def snapshot(self, series: bool = True) -> Snapshot:
         """series=False leaves `train` and `val` empty: for a reader that only wants the status, the step or the
         events, a copy that stays cheap however long the run (the lock is held while copying)."""

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import torch
 
+from studio.devices import fused_adamw_supported
+
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 MASTER_KEY = "master_weights"  # in state_dict(): the fp32 copies, in param_groups order
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     # nanoGPT: decay the matmul and embedding weights, not biases and norm gains
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
@@ -27,10 +29,8 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     options = {"lr": lr, "betas": (0.9, 0.95)}
     if any(p.dtype in LOW_PRECISION for p in params):
         return MasterWeightAdamW(groups, **options)
-    try:
-        return torch.optim.AdamW(groups, **options, fused=True)
-    except RuntimeError:  # torch < 2.4 has no fused AdamW on CPU
-        return torch.optim.AdamW(groups, **options)
+    fused = fused_adamw_supported(device) or None  # None: torch's own choice (foreach)
+    return torch.optim.AdamW(groups, **options, fused=fused)
 
 
 class MasterWeightAdamW(torch.optim.AdamW):

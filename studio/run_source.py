@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 
+import torch
+
 from studio import checkpoint
 from studio.model import PRESETS
 from studio.models.source import load_model_source
@@ -60,8 +62,25 @@ def resumed_config(config: TrainConfig, source: checkpoint.Checkpoint, event: Ca
     # weights come from the resumed checkpoint; its parent is kept from the checkpoint's config
     overrides.update(resume=str(source.path), init_from=None)
     overrides.setdefault("out_dir", None)
-    harmless = {"resume", "out_dir", "device", "threads", "eval_every", "save_every", "init_from", "probes", "probe_tokens", "max_file_mb"}
+    harmless = {"resume", "out_dir", "device", "threads", "eval_every", "save_every", "init_from", "probes", "probe_tokens", "max_file_mb",
+                "compile"}
     changed = sorted(k for k, v in overrides.items() if k not in harmless and getattr(saved, k) != v)
     if changed:
         event(f"resuming with changed {', '.join(changed)}: the run will not match an uninterrupted one")
     return TrainConfig.from_dict({**saved.to_dict(), **overrides}, "resume")
+
+
+def restore_trainer_state(source: checkpoint.Checkpoint, optimizer: torch.optim.Optimizer, data_digest: str, steps: int,
+                          event: Callable[[str], None]) -> tuple[int, float, str | None]:
+    """Put a resumed run's optimizer moments and RNG states back; returns (its step, its training seconds, its parent)."""
+    state = source.trainer_state
+    optimizer.load_state_dict(state["optimizer"])
+    checkpoint.restore_rng(state)
+    step = int(state["step"])
+    extra = state.get("extra", {})
+    if extra.get("data_sha256") not in (None, data_digest):
+        event("the data file changed since this checkpoint: the resumed run will not match an uninterrupted one")
+    if step >= steps:
+        raise TrainingError(f"{source.path}: already at step {step} of {steps}; pass more steps to go on")
+    return step, float(extra.get("elapsed", 0.0)), source.config.get("parent")
+

@@ -14,65 +14,48 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
-from contextlib import ExitStack
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from studio import checkpoint
-from studio.batching import Batch, collate, example_rows
-from studio.devices import resolve_device, use_bf16
+from studio import checkpoint, distributed
+from studio.batching import Batch
+from studio.devices import autocast, fused_adamw_supported, resolve_device, training_precision, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.keeping import DivergenceGuard, probe_loss, rescue_save
 from studio.lint import dataset_texts
-from studio.masking import IGNORE, Example
-from studio.metrics import (
-    DONE,
-    FAILED,
-    LOADING,
-    PAUSED,
-    RUNNING,
-    STOPPED,
-    STOPPING,
-    Metrics,
-    StepRecord,
-)
+from studio.masking import Example
+from studio.metrics import DONE, FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, StepRecord
 from studio.model import GPT, PRESETS, model_config
 from studio.models.interface import LanguageModel
 from studio.optim import make_optimizer
 from studio.rows import row_tokens
-from studio.run_folder import (
-    METRICS_FILE,
-    MetricsLog,
-    check_run_dir,
-    choose_run_dir,
-    keep_metrics_up_to,
-    replay_metrics,
-)
-from studio.run_source import load_source
+from studio.run_control import RunControl
+from studio.run_folder import METRICS_FILE, MetricsLog, check_run_dir, choose_run_dir, keep_metrics_up_to, replay_metrics
+from studio.run_source import load_source, restore_trainer_state
+from studio.run_state import RunStateKeeper
 from studio.templates import get_template
+from studio.token_losses import token_losses
 from studio.tokenizer import train_tokenizer
 from studio.train_config import DEFAULT_TEMPLATE, TrainConfig, TrainingError, lr_at
-from studio.training_data import (
-    file_digest,
-    load_conversations,
-    load_corpus,
-    pretrain_data,
-    rendered_texts,
-    sft_data,
-)
+from studio.training_data import file_digest, load_conversations, load_corpus, pretrain_data, rendered_texts, sft_data
+from studio.training_run import IN_PROCESS, RunModel
 from studio.vocab_growth import grow_source_vocabulary
 
 CUDA_SYNC_EVERY = 10  # on CUDA, reading the loss waits for the GPU: read it every few steps, not every step
 
 
 class Trainer:
-    """Prepares and runs one training run. `run()` blocks; the other methods are safe from any thread."""
+    """Prepares and runs one training run. `run()` blocks; the other methods are safe from any thread.
+    A TrainingRun (studio.training_run): the studio's panes use it through that protocol only."""
+
+    kind = IN_PROCESS
+    stage = property(lambda self: self.config.stage)
 
     def __init__(self, config: TrainConfig, metrics: Metrics | None = None):
         self.config = config
@@ -85,26 +68,27 @@ class Trainer:
         self.device = torch.device("cpu")
         self.run_dir = self.last_checkpoint = None  # Path | None: the run folder and its newest checkpoint
         self.step = 0
-        self._stop = threading.Event()
-        self._unpaused = threading.Event()
-        self._unpaused.set()
+        self.control = RunControl()
         self._weights_lock = threading.Lock()  # held while the optimizer changes the weights, and while copying them
         self._snapshot: tuple[int, LanguageModel] | None = None  # (step, copy) reused by token_losses
         self._log = MetricsLog()  # opened with the run folder, closed when run() ends
+        self._run_state: RunStateKeeper | None = None  # run.json and the control file (rank 0)
         self.bf16 = False
+        self.ranks = distributed.Ranks()  # torchrun's, set by prepare()
+        self.sync_every = 1  # steps between reads of the losses (each read waits for the device)
 
     # ------------------------------------------------------------------------------------ control
 
     def request_stop(self) -> None:
-        self._stop.set()
+        self.control.request_stop()
         if self.metrics.status in (RUNNING, PAUSED):
             self.metrics.set_status(STOPPING)
 
     def pause(self) -> None:
-        self._unpaused.clear()
+        self.control.pause()
 
     def resume(self) -> None:
-        self._unpaused.set()
+        self.control.resume()
 
     def snapshot_model(self) -> LanguageModel:
         """A copy of the current weights in eval mode, for chatting with the model while it trains."""
@@ -114,25 +98,21 @@ class Trainer:
             model = copy.deepcopy(self.model)  # deepcopy keeps the tied embedding tied; grads are not copied
         return model.eval().requires_grad_(False)
 
-    def token_losses(self, example: Example) -> list[float | None]:
-        """Loss of each trained token of example under the current weights, None elsewhere (the heat-map).
-        Token 0 is never predicted; tokens beyond the context get None."""
-        if self.model is None:
-            raise TrainingError("the model is not ready yet: training is still preparing")
+    # ------------------------------------------------------------------------------------ TrainingRun
+
+    def model_ready(self) -> bool:
+        return self.model is not None  # assigned last by prepare(), after the tokenizer and the template
+
+    def newest_model(self) -> RunModel:
+        """The weights of the current step (one copy per step, shared with token_losses)."""
         cached = self._snapshot
         if cached is None or cached[0] != self.step:
             cached = self._snapshot = (self.step, self.snapshot_model())
-        model = cached[1]
-        if len(example.tokens) < 2:
-            return [None] * len(example.tokens)
-        ids, labels = example_rows([example])[0]
-        window = row_tokens(model.config.context_size)
-        batch = collate([(ids[:window], labels[:window])], self.tokenizer.pad_id).to(self.device)
-        with torch.no_grad(), self._autocast():
-            _, losses = model(batch.inputs, batch.targets, reduction="none")
-        trained = (batch.targets[0] != IGNORE).tolist()
-        per_token = [loss if is_trained else None for loss, is_trained in zip(losses[0].float().tolist(), trained)]
-        return [None] + per_token + [None] * (len(example.tokens) - 1 - len(per_token))
+        return RunModel(cached[1], self.tokenizer, self.template, cached[0], "live weights")
+
+    def token_losses(self, example: Example) -> list[float | None]:
+        """Loss of each trained token of example under the current weights, None elsewhere (the heat-map)."""
+        return token_losses(self.newest_model().model, example, self.tokenizer.pad_id, autocast(self.device, self.bf16))
 
     # ------------------------------------------------------------------------------------ run
 
@@ -150,10 +130,18 @@ class Trainer:
             self.metrics.set_status(FAILED, message)
             raise TrainingError(message) from None
         except BaseException as error:
+            lost = distributed.lost_ranks(error, self.ranks) or _compile_failed(error, self.config)
+            if lost is not None:  # another rank died, or torch.compile failed: one line
+                self.metrics.set_status(FAILED, str(lost))
+                raise lost from None
             self.metrics.set_status(FAILED, f"{type(error).__name__}: {error}")
             raise
         finally:
+            if self._run_state is not None:
+                self._run_state.close()
             self._log.close()
+            if self.ranks.enabled:
+                distributed.stop()
 
     def prepare(self) -> None:
         """Load the data, the tokenizer and the model, create the run folder; run() calls it if needed."""
@@ -161,6 +149,10 @@ class Trainer:
         self.config.validate()
         self.config = config = self.config.with_absolute_paths()  # saved with the run: a resume works from any folder
         self.device = resolve_device(config.device)
+        self.ranks = distributed.from_environment()
+        if self.ranks.enabled:
+            self.device = distributed.start(self.ranks, self.device)
+        self.control.ranks, self.control.device = self.ranks, self.device
         if config.threads:
             torch.set_num_threads(config.threads)
         if self.device.type == "cuda":
@@ -196,35 +188,33 @@ class Trainer:
         self._data_digest = file_digest(data_path)
         model.to(self.device).train()
         self.bf16 = use_bf16(config.bf16, self.device)
-        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay, self.device)
+        # the guard below skips a non-finite update on the device (fused AdamW's found_inf); without it, read every step
+        self.sync_every = CUDA_SYNC_EVERY if self.device.type != "cpu" and self.optimizer.defaults.get("fused") else 1
+        self.train_model = distributed.wrap(model, self.ranks, self.device)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
         self.parent = str(config.init_from) if config.init_from else None
         self.step, self._elapsed_before = 0, 0.0
         if config.resume:
-            self._restore_trainer_state(source)
+            self.step, self._elapsed_before, self.parent = restore_trainer_state(
+                source, self.optimizer, self._data_digest, config.steps, self._event)
         self._open_run_dir()
         self.model = model
 
-    def _restore_trainer_state(self, source: checkpoint.Checkpoint) -> None:
-        state = source.trainer_state
-        self.optimizer.load_state_dict(state["optimizer"])
-        checkpoint.restore_rng(state)
-        self.step = int(state["step"])
-        extra = state.get("extra", {})
-        self._elapsed_before = float(extra.get("elapsed", 0.0))
-        self.parent = source.config.get("parent")
-        if extra.get("data_sha256") not in (None, self._data_digest):
-            self._event("the data file changed since this checkpoint: the resumed run will not match an uninterrupted one")
-        if self.step >= self.config.steps:
-            raise TrainingError(f"{source.path}: already at step {self.step} of {self.config.steps}; pass more steps to go on")
 
     def _open_run_dir(self) -> None:
-        config, run_dir = self.config, choose_run_dir(self.config)
+        config = self.config
+        run_dir = distributed.broadcast(choose_run_dir(config) if self.ranks.is_main else None, self.ranks)
+        self.run_dir = run_dir
+        self._saved_step = -1
+        if not self.ranks.is_main:  # rank 0 alone writes the run folder
+            self._log.open(Path(os.devnull), self.step)
+            return
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TrainingError(f"{run_dir}: cannot create the run folder ({error.strerror})") from None
-        self.run_dir = run_dir
-        self._saved_step = -1
         metrics_path = run_dir / METRICS_FILE
         if config.resume:
             kept = keep_metrics_up_to(metrics_path, self.step)
@@ -236,73 +226,88 @@ class Trainer:
         elif metrics_path.exists():
             metrics_path.unlink()  # a new run in a reused --out folder starts a new log
         self._log.open(metrics_path, self.step)
+        self._run_state = RunStateKeeper(run_dir, config.stage, config.steps, self.metrics,
+                                         lambda command: {"pause": self.pause, "resume": self.resume, "stop": self.request_stop}[command]())
+        self._run_state.start()
 
     # ------------------------------------------------------------------------------------ loop
 
     def _train(self) -> Path:
-        config, model, optimizer = self.config, self.model, self.optimizer
-        self.metrics.start(config.stage, f"{self.device.type}{' bf16' if self.bf16 else ''}", config.steps, self.step)
-        params = [p for p in model.parameters() if p.requires_grad]  # the model's: an optimizer may step copies of them
-        sync_every = 1 if self.device.type == "cpu" else CUDA_SYNC_EVERY
+        config, optimizer = self.config, self.optimizer
+        where = f"{self.device.type}{' bf16' if self.bf16 else ''}" + (f" x{self.ranks.world_size}" if self.ranks.enabled else "")
+        self.metrics.start(config.stage, where, config.steps, self.step)
+        params = [p for p in self.model.parameters() if p.requires_grad]  # the model's: an optimizer may step copies of them
         pending: list[tuple[int, torch.Tensor, torch.Tensor, float, Batch]] = []
         self._guard = DivergenceGuard(self._probe_loss())
         self._clock_start, self._paused_total = time.perf_counter(), 0.0
         self._window_start = self._clock_start
-        for step in range(self.step + 1, config.steps + 1):
+        first_step = self.step + 1
+        for step in range(first_step, config.steps + 1):
             if not self._wait_while_paused():
                 break
-            batch = self.batches.get(step).to(self.device)
+            batch = self.batches.get(step)  # the global batch: every rank trains its own share of it
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with self._training_precision():
-                _, loss = model(batch.inputs, batch.targets)
-            loss.backward()
+            loss = distributed.forward_backward(self.train_model, batch, self.ranks, config.grad_accum, self.tokenizer.pad_id,
+                                                self.device, lambda: training_precision(self.device, self.bf16))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
-            pending.append((step, loss.detach(), grad_norm, lr, batch))
+            # Decided on the device (no sync): a non-finite gradient skips the whole update, optimizer state
+            # included. The same on every rank: the gradients, and so their norm, are the all-reduced ones.
+            found_inf = ~torch.isfinite(grad_norm) if self.ranks.enabled else ~(torch.isfinite(grad_norm) & torch.isfinite(loss))
+            pending.append((step, loss, grad_norm, lr, batch))
             evaluate = step % config.eval_every == 0 or step == config.steps
             save = (config.save_every and step % config.save_every == 0) or step == config.steps
-            if len(pending) >= sync_every or evaluate or save:
-                self._flush(pending)  # before the update: a non-finite loss or gradient never reaches the weights
+            if len(pending) >= self.sync_every or evaluate or save:
+                self._flush(pending)  # before the update: a non-finite step raises here
             with self._weights_lock:
+                if optimizer.defaults.get("fused"):
+                    optimizer.found_inf = found_inf.float()
                 optimizer.step()
                 self.step = step
             optimizer.zero_grad(set_to_none=True)
-            if evaluate:
+            if config.compile and step == first_step:
+                self._report_compile_time()
+            if evaluate and self.ranks.is_main:
                 self._evaluate(step)
-            if save and not self._stop.is_set():
+            if save and not self.control.stopping():
                 self._save()
             if evaluate or save:
                 self._window_start = time.perf_counter()  # keep validation and saving out of tokens/s
         if pending:
             self._flush(pending)
-        stopped = self._stop.is_set()
+        stopped = self.control.stopping()
         if self.step != self._saved_step:
             self._save()
+        distributed.barrier(self.ranks)  # every rank returns once the checkpoint is saved
         status = STOPPED if stopped else DONE
         verb = "stopped at" if stopped else "finished"
         self.metrics.set_status(status, f"{verb} step {self.step}/{config.steps}; checkpoint {self.last_checkpoint}")
         return self.last_checkpoint
 
+    def _report_compile_time(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # once: the first step's time is the compile time
+        seconds = time.perf_counter() - self._clock_start  # the first step, compiling included
+        self._event(f"torch.compile: the first step took {seconds:.1f} s (compiling); the rates after it leave it out")
+        self._window_start = time.perf_counter()
+
     def _wait_while_paused(self) -> bool:
         """Block while paused; False when a stop was requested."""
-        if not self._unpaused.is_set() and not self._stop.is_set():
-            self.metrics.set_status(PAUSED)
-            paused_at = time.perf_counter()
-            while not self._unpaused.wait(0.1) and not self._stop.is_set():
-                pass
-            self._paused_total += time.perf_counter() - paused_at
-            self._window_start += time.perf_counter() - paused_at
-            if not self._stop.is_set():
-                self.metrics.set_status(RUNNING)
-        return not self._stop.is_set()
+        paused = self.control.wait_while_paused(lambda: self.metrics.set_status(PAUSED), lambda: self.metrics.set_status(RUNNING))
+        self._paused_total += paused
+        self._window_start += paused
+        return not self.control.stopping()
 
     def _elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._clock_start - self._paused_total
 
     def _flush(self, pending: list) -> None:
         """Read the pending losses (one GPU sync for all of them), check them, record them."""
-        values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm, _, _ in pending]).tolist()
+        losses = distributed.all_reduce_sum(torch.stack([loss for _, loss, *_ in pending]), self.ranks)
+        norms = torch.stack([norm.float() for _, _, norm, *_ in pending])
+        values = torch.stack([losses, norms], dim=1).tolist()
+        self.control.agree()
         now = time.perf_counter()
         seconds = max(now - self._window_start, 1e-9)
         tokens = sum(batch.tokens for *_, batch in pending)
@@ -323,8 +328,9 @@ class Trainer:
         if loss is not None:
             self.metrics.record_val(step, loss)
             self._log.write({"step": step, "val_loss": loss})
-        if self._probes is not None and not self._stop.is_set():
-            self._probes.at_validation(self.model, step, self._elapsed(), self._stop.is_set, self.metrics, self._log.write, self._event)
+        if self._probes is not None and not self.control.stop_requested:
+            stopped = lambda: self.control.stop_requested  # noqa: E731
+            self._probes.at_validation(self.model, step, self._elapsed(), stopped, self.metrics, self._log.write, self._event)
 
     @torch.no_grad()
     def _validation_loss(self) -> float | None:
@@ -335,10 +341,10 @@ class Trainer:
         self.model.eval()
         try:
             for batch in self.val_batches:
-                if self._stop.is_set():
+                if self.control.stop_requested:
                     return None
                 batch = batch.to(self.device)
-                with self._training_precision():
+                with training_precision(self.device, self.bf16):
                     _, losses = self.model(batch.inputs, batch.targets, reduction="none")
                 total += losses.float().sum()
                 count += batch.trained_tokens
@@ -347,7 +353,7 @@ class Trainer:
         return total.item() / count
 
     def _probe_loss(self) -> float:
-        return probe_loss(self.model, self.batches.get(1).to(self.device), self._training_precision())
+        return probe_loss(self.model, self.batches.get(1).to(self.device), training_precision(self.device, self.bf16))
 
     def _kept(self) -> str:
         if self.last_checkpoint is None:
@@ -356,6 +362,9 @@ class Trainer:
 
     def _save(self) -> None:
         """Save the weights if they are good (studio.keeping); else stop the run, keeping the last good checkpoint."""
+        if not self.ranks.is_main:  # rank 0 saves; the others know where
+            self.last_checkpoint, self._saved_step = self.run_dir / checkpoint.RUN_CHECKPOINT_DIR, self.step
+            return
         problem = self._guard.problem(self.model, self._probe_loss())
         if problem:
             raise TrainingError(f"training diverged: at step {self.step} {problem}; lower the learning rate; {self._kept()}")
@@ -373,19 +382,15 @@ class Trainer:
         self.metrics.record_checkpoint(str(path))
         self._log.write({"step": self.step, "checkpoint": str(path)})
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def _training_precision(self) -> ExitStack:
-        """Autocast, plus on CPU in bf16 the plain-matmul attention: there the CPU flash-attention kernel
-        made whole training steps 1.4x slower than attention done with bf16 matmuls (measured, tiny and
-        d_model 256). Only the training thread uses it: sdpa_kernel flips process-wide flags."""
-        stack = ExitStack()
-        stack.enter_context(self._autocast())
-        if self.bf16 and self.device.type == "cpu":
-            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-        return stack
-
     def _event(self, text: str) -> None:
         self.metrics.event(text)
         self._log.event(self.step, text)
+
+
+def _compile_failed(error: BaseException, config: TrainConfig) -> TrainingError | None:
+    """torch.compile's errors hold whole compiler logs: one line instead, and the way around it."""
+    if not config.compile or not type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        return None
+    first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+    return TrainingError(f"torch.compile failed ({type(error).__name__}: {first_line}); train without --compile")
+

@@ -44,7 +44,8 @@ class TrainConfig:
     # Defaults chosen so `studio train` on the bundled data (tiny, CPU) finishes in under 3 minutes
     # and the model answers >= 90 % of the training instructions exactly (docs/PERFORMANCE.md).
     steps: int = 2000  # ~80 epochs of the bundled data; measured exact answers: 98.3 % (lr 3e-3 x 2400 steps: 97.3 %)
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch: under torchrun it is shared by the ranks
+    grad_accum: int = 1  # the batch is trained in this many pieces, summed (a batch bigger than a device holds)
     lr: float = 6e-3
     warmup_steps: int = 50
     min_lr: float | None = None  # the cosine ends here at the last step; None: lr x MIN_LR_RATIO
@@ -63,6 +64,7 @@ class TrainConfig:
     skip_invalid: bool = False  # train on the valid records of a dataset with bad ones
     max_file_mb: float = 1024  # a dataset or corpus file larger than this is refused before it is read
     threads: int | None = None  # torch CPU threads; None: torch's default
+    compile: bool = False  # torch.compile the training step (its compile time is reported)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +110,7 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (1 <= self.grad_accum <= self.batch_size, f"grad_accum must be between 1 and batch_size ({self.batch_size}), got {self.grad_accum}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.min_lr is None or 0 <= self.min_lr <= self.lr, f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),

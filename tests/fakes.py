@@ -6,20 +6,26 @@ process makes every Pilot key press take ~2 s (see shared notes).
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from textual.widgets import TabbedContent
 
 from studio.data import Conversation
 from studio.masking import Example
+from studio import catalogue, run_state
 from studio.metrics import DONE, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, ProbeAnswer, StepRecord
+from studio.run_folder import METRICS_FILE, MetricsLog
+from studio.training_run import IN_PROCESS, RunModel
 from studio.tui.chat_backend import ModelChoice
 
-SCRIPTED_MODEL = object()  # what ScriptedTrainer.snapshot_model() returns
+SCRIPTED_MODEL = object()  # the model of ScriptedTrainer.newest_model()
 TOKENS_PER_SECOND = 12_000.0
 TRAINED_TOKENS_PER_SECOND = 4_000.0
 PROBE_PROMPTS = ("O que é um token?", "Explique o treino.")
@@ -30,14 +36,64 @@ def scripted_loss(step: int, total_steps: int) -> float:
     return 1.0 + 3.5 * math.exp(-5 * step / max(1, total_steps))
 
 
+class FileTrainer:
+    """Writes into a run folder what a trainer writes (run.json, metrics.jsonl, a checkpoint's config.json), step by
+    step, with no model: what studio.watch follows. Commands from the control file land in `commands`."""
+
+    def __init__(self, run_dir, steps=100):
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics()
+        self.metrics.start("sft", "cpu", steps)
+        self.log = MetricsLog()
+        self.log.open(run_dir / METRICS_FILE, 0)
+        self.commands: list[str] = []
+        self.keeper = run_state.RunStateKeeper(run_dir, "sft", steps, self.metrics, self.commands.append)
+        self.keeper.start()
+        self.step = 0
+
+    def steps(self, count):
+        for _ in range(count):
+            self.step += 1
+            self.log.write(asdict(StepRecord(self.step, 5.0 / self.step, 1e-3, 1.0, 1000.0, 500.0, self.step * 0.01)))
+
+    def save(self, step):
+        path = self.run_dir / catalogue.RUN_CHECKPOINT_DIR
+        path.mkdir(exist_ok=True)
+        (path / catalogue.CONFIG_FILE).write_text(json.dumps({"stage": "sft", "step": step, "model": {"context_size": 64}}))
+        self.log.write({"step": step, "checkpoint": str(path)})
+
+    def die(self):
+        """As after kill -9: the heartbeat stops and run.json names a pid that no longer exists."""
+        self.keeper._closed.set()
+        self.keeper._thread.join()
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        info = run_state.read_run_info(self.run_dir)
+        (self.run_dir / run_state.RUN_FILE).write_text(json.dumps(asdict(replace(info, pid=gone.pid))))
+        self.log.close()
+        return gone.pid
+
+    def finish(self):
+        self.metrics.set_status(DONE, f"finished step {self.step}/{self.metrics.total_steps}")
+        self.keeper.close()
+        self.log.close()
+
+
 class ScriptedTrainer:
-    """The trainer interface of docs/CONTRACTS.md (trainer_factory(config, metrics)) without a model."""
+    """The trainer interface of docs/CONTRACTS.md (trainer_factory(config, metrics)), a TrainingRun in this
+    process (studio.training_run), without a model. tokenizer and template: set them for the heat-map."""
+
+    kind = IN_PROCESS
+    run_dir = None
+    stage = property(lambda self: self.config.stage)
 
     def __init__(self, config, metrics: Metrics | None = None, *, step_seconds: float = 0.002):
         self.config = config
         self.metrics = metrics if metrics is not None else Metrics()
         self.step_seconds = step_seconds
-        self.model = SCRIPTED_MODEL
+        self.tokenizer = None
+        self.template = None
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared while paused
         self._running.set()
@@ -85,8 +141,11 @@ class ScriptedTrainer:
     def resume(self) -> None:
         self._running.set()
 
-    def snapshot_model(self):
-        return SCRIPTED_MODEL
+    def model_ready(self) -> bool:
+        return True
+
+    def newest_model(self) -> RunModel:
+        return RunModel(SCRIPTED_MODEL, self.tokenizer, self.template, self.metrics.snapshot(series=False).step, "scripted")
 
     def token_losses(self, example: Example) -> list[float | None]:
         """0.5, 1.0, … 3.0 cycling over the trained tokens, None on masked ones (the first token is never predicted)."""

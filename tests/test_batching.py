@@ -1,3 +1,6 @@
+from dataclasses import replace
+
+import pytest
 import torch
 
 from studio.batching import WIDTH_MULTIPLE, PretrainBatches, SFTBatches, collate, example_rows, sft_eval_batches
@@ -46,6 +49,15 @@ def test_real_examples_train_only_answer_tokens_and_their_successors():
         trained = [t for t in batch.targets[row, :n].tolist() if t != IGNORE]
         assert trained[-1] == tokenizer.eos_id  # the answer's end token is trained
     assert batch.trained_tokens == sum(ex.trained_count for ex in exs)
+
+
+def test_a_batch_without_a_trained_token_is_refused_where_it_is_built():
+    exs, tokenizer = examples(4)
+    for ex in exs:
+        ex.tokens = [replace(token, trained=False) for token in ex.tokens]
+    batches = SFTBatches(exs, batch_size=4, pad_id=tokenizer.pad_id, seed=3, context_size=64)
+    with pytest.raises(ValueError, match="step 1 has no trained token"):
+        batches.get(1)
 
 
 def test_sft_batches_cover_each_example_once_per_epoch_and_are_seeded():

@@ -191,6 +191,44 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # the bad update was never applied
 
 
+def test_nan_guard_skips_updates_on_the_device_between_syncs(tmp_path, dataset, monkeypatch):
+    """As on CUDA (losses read every few steps): from step 3 on every step is non-finite; the steps before the
+    read must not reach the weights or the optimizer's moments, though the host only learns of them later."""
+    forward = GPT.forward
+    seen = {"calls": 0}
+
+    def poisoned(self, idx, targets=None, **kwargs):
+        logits, loss = forward(self, idx, targets, **kwargs)
+        if self.training:
+            seen["calls"] += 1
+            if seen["calls"] == 3:  # step 3's forward: the weights after step 2's update
+                seen["weights"] = {name: p.detach().clone() for name, p in self.named_parameters()}
+            if seen["calls"] >= 3:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    trainer = Trainer(config(tmp_path, dataset, eval_every=100))
+    trainer.prepare()
+    assert trainer.optimizer.defaults["fused"], "the device-side skip needs fused AdamW (torch >= 2.4 on CPU)"
+    trainer.sync_every = 6  # losses read at step 6 only: steps 3, 4 and 5 update before anyone looks
+    with pytest.raises(TrainingError, match=r"loss nan at step 3 .*diverged"):
+        trainer.run()
+    for name, p in trainer.model.named_parameters():
+        torch.testing.assert_close(p, seen["weights"][name], rtol=0, atol=0, msg=f"{name} changed")
+    assert {int(state["step"]) for state in trainer.optimizer.state.values()} == {2}
+
+
+def test_grad_accum_trains_the_same_batch(tmp_path, dataset):
+    """Pieces of a batch, each weighted by the whole batch's trained tokens: the same losses as one piece."""
+    whole = Trainer(config(tmp_path, dataset, "whole", steps=6))
+    whole.run()
+    pieces = Trainer(config(tmp_path, dataset, "pieces", steps=6, grad_accum=3))
+    pieces.run()
+    expected = [loss for _, loss in losses(tmp_path / "whole")]
+    assert [loss for _, loss in losses(tmp_path / "pieces")] == pytest.approx(expected, abs=1e-5)
+
+
 def test_exploding_learning_rate_never_saves_nan_weights(tmp_path, dataset):
     trainer = Trainer(config(tmp_path, dataset, lr=1e30, min_lr=0.0, warmup_steps=0, save_every=1, steps=50))
     with pytest.raises(TrainingError, match="diverged"):

@@ -16,7 +16,7 @@ from textual.command import CommandPalette
 from textual.messages import ExitApp
 from textual.widgets import OptionList, TabbedContent
 
-from fakes import wait_until
+from fakes import ScriptedTrainer, wait_until
 from studio.metrics import FAILED, RUNNING, STOPPED
 from studio.tui.threads import TRAINER_NICE, run_yielding_to_ui
 from studio.tui.panes.mask import MaskPane
@@ -159,10 +159,7 @@ async def test_an_exit_without_q_saves_the_run_too():
     assert app.metrics.snapshot().checkpoints
 
 
-class FailingTrainer:
-    def __init__(self, config, metrics):
-        self.metrics = metrics
-
+class FailingTrainer(ScriptedTrainer):
     def run(self):
         raise RuntimeError("boom\nwith a second line nobody needs")
 

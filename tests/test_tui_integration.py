@@ -74,7 +74,7 @@ def test_a_broken_checkpoint_is_a_chat_error(checkpoints, tmp_path):
 
 def test_the_live_model_is_offered_while_training(tmp_path):
     trainer = None
-    backend = ChatBackend(live_trainer=lambda: trainer, checkpoints_root=tmp_path)
+    backend = ChatBackend(live_run=lambda: trainer, checkpoints_root=tmp_path)
     assert backend.choices() == []
     trainer = Trainer(TrainConfig(stage="sft", dataset=str(SMALL_DATASET), context_size=128, device="cpu",
                                   out_dir=str(tmp_path / "run")))

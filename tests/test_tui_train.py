@@ -49,7 +49,7 @@ async def test_start_pause_resume_stop_with_keys():
         await wait_until(pilot, lambda: pane.query_one("#train-init", Select).value == BASE.key, what="the base model")
         await pilot.press("s")
         await wait_until(pilot, lambda: app.metrics.status == RUNNING and app.metrics.snapshot().step > 20, what="steps")
-        assert app.trainer.config.init_from == BASE.key
+        assert app.current_run.config.init_from == BASE.key
         await wait_until(pilot, lambda: "train" in pane.query_one(LossPlot).render().plain, what="the curve")
         assert pane.query_one(ProgressBar).progress > 0
         assert "/ 400" in str(pane.query_one("#train-step").render())
@@ -126,7 +126,7 @@ async def test_cuda_chosen_without_cuda_is_an_error_not_a_crash():
         assert "not available" in str(pane.query_one("#train-device-name").render())
         await pilot.press("s")
         assert any("CUDA is not available" in note.message for note in app.errors())
-        assert factory.configs == [] and app.trainer is None
+        assert factory.configs == [] and app.current_run is None
 
 
 async def test_invalid_settings_are_reported():

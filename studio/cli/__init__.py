@@ -103,7 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     import_.set_defaults(handler=cmd_import)
 
     add_serve_parser(commands)
+
+    watch = commands.add_parser("watch", help="the studio, following a run started anywhere (another terminal, torchrun)")
+    watch.add_argument("run_dir", nargs="?", type=Path, help="its run folder (default: the newest under checkpoints/)")
+    watch.set_defaults(handler=cmd_watch)
     return parser
+
+
+def cmd_watch(args, console: Console) -> int:
+    from studio.tui.app import run_app  # imported late: the headless commands never load Textual
+    from studio.watch import WatchedRun, WatchError, newest_run
+
+    try:
+        run_dir = args.run_dir or newest_run(paths.CHECKPOINTS_DIR)
+        WatchedRun(run_dir)  # a folder that is not a run is refused here, in one line, before the studio opens
+    except WatchError as error:
+        raise CliError(str(error), EXIT_BAD_INPUT) from None
+    return run_app(watch=run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

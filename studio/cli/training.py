@@ -15,7 +15,7 @@ from studio.train_config import DEVICES, TrainConfig, TrainingError
 # flags of `studio train` / `studio pretrain` that map one to one onto TrainConfig fields (dest == field name)
 TRAINING_FLAGS = ("dataset", "corpus", "init_from", "resume", "out_dir", "preset", "template", "steps", "batch_size", "lr", "min_lr",
                   "context_size", "device", "seed", "threads", "bf16", "eval_every", "save_every", "train_on_prompt", "skip_invalid",
-                  "probes", "probe_tokens", "max_file_mb")
+                  "probes", "probe_tokens", "max_file_mb", "grad_accum", "compile")
 STOP_SIGNALS = {"SIGINT": 130, "SIGHUP": 129, "SIGTERM": 143}  # exit code 128 + signal number, as shells report it
 
 
@@ -27,7 +27,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", dest="out_dir", type=Path, help="run folder (default: checkpoints/<stage>-<time>)")
     parser.add_argument("--preset", help="model size: tiny (char tokenizer), small, medium (BPE)")
     parser.add_argument("--steps", type=int, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, help="examples (or windows) per step")
+    parser.add_argument("--batch-size", type=int, help="examples (or windows) per step; under torchrun shared by the ranks")
+    parser.add_argument("--grad-accum", type=int, help="train each batch in this many pieces per device (a batch bigger than one holds)")
     parser.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine to min_lr)")
     parser.add_argument("--max-file-mb", type=float, help="refuse a larger dataset or corpus file (default 1024)")
     parser.add_argument("--min-lr", type=float, help="learning rate at the last step (default: lr / 20)")
@@ -40,6 +41,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, help="steps between checkpoints (0: only at the end)")
     parser.add_argument("--probes", type=int, help="held-out instructions answered at each validation, into metrics.jsonl (0: none)")
     parser.add_argument("--probe-tokens", type=int, help="longest probe answer in tokens")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (the compile time is shown)")
 
 
 def _training_config(args, stage: str) -> TrainConfig:
@@ -156,9 +158,16 @@ def _follow_training(trainer, thread, console: Console, signals: _StopOnSignals)
 def _run_training(config, console: Console) -> int:
     import threading
 
+    from studio import distributed
     from studio.run_folder import METRICS_FILE
     from studio.train import Trainer  # imports torch: only a training run pays for it
 
+    try:
+        ranks = distributed.from_environment()
+    except TrainingError as error:
+        raise CliError(str(error)) from None
+    if not ranks.is_main:
+        console = Console(quiet=True)  # under torchrun rank 0 reports; the others speak only of their own errors
     trainer = Trainer(config)
     outcome: dict = {}
 

@@ -1,7 +1,8 @@
 """StudioApp: the five panes, the keys that move between them, and the state they share.
 
 The App owns what outlives a pane: the opened dataset (`workspace`), the selected conversation,
-the mask settings, the training worker with its `metrics` buffer and `trainer`, and the chat
+the mask settings, the studio's `current_run` (a studio.training_run.TrainingRun: the Trainer of a run started
+here, on a worker, or a WatchedRun followed from its files) with its `metrics` buffer, and the chat
 backend. Panes post messages up (DatasetOpened, ExampleSelected) and watch the App's reactive
 state (`self.watch(self.app, "mask_settings", ...)`).
 
@@ -26,11 +27,12 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio import paths
-from studio.metrics import ACTIVE, FAILED, Metrics
+from studio.metrics import ACTIVE, FAILED, FINISHED, Metrics
 from studio.terminal import detach_from_terminal
+from studio.training_run import TrainingRun
 from studio.tui.chat_backend import ChatBackend
 from studio.tui.commands import PaneActionsProvider
 from studio.tui.errors import user_message
@@ -94,13 +96,14 @@ class StudioApp(App):
     mask_settings: var[MaskSettings] = var(MaskSettings())
     torch_ready: var[bool] = var(False)
 
-    def __init__(self, dataset: Path | None = None, *, trainer_factory=None, chat_backend=None):
+    def __init__(self, dataset: Path | None = None, *, trainer_factory=None, chat_backend=None, watch: Path | None = None):
         super().__init__()
         self.dataset_path = Path(dataset) if dataset is not None else paths.DEFAULT_DATASET
         self.trainer_factory = trainer_factory or default_trainer_factory
-        self.chat_backend = chat_backend or ChatBackend(live_trainer=lambda: self.trainer)
-        self.metrics = Metrics()
-        self.trainer = None
+        self.chat_backend = chat_backend or ChatBackend(live_run=lambda: self.current_run)
+        self._metrics = Metrics()  # the buffer of a run being built (its trainer gets it), and the idle one
+        self.current_run: TrainingRun | None = None
+        self._watch_at_start = watch
         self.device_name = ""
         self._training_worker: Worker | None = None
         self._quitting = False
@@ -137,6 +140,9 @@ class StudioApp(App):
         if tabs.active != PANES[0][0]:  # a pane key came before its pane was there (type-ahead at startup)
             self.focus_pane(tabs.get_pane(tabs.active))
         self.import_torch()
+        if self._watch_at_start is not None:
+            self.watch_run(self._watch_at_start)
+            self.action_show_pane("train")
 
     # ── panes ─────────────────────────────────────────────────────────────
     def action_show_pane(self, pane_id: str) -> None:
@@ -226,6 +232,11 @@ class StudioApp(App):
 
     # ── training (the worker lives on the App: a pane's workers die when it unmounts) ──
     @property
+    def metrics(self) -> Metrics:
+        """What the train pane polls: the studio's run's buffer (a watched run replaces its own on a resume)."""
+        return self.current_run.metrics if self.current_run is not None else self._metrics
+
+    @property
     def training_active(self) -> bool:
         worker = self._training_worker
         return worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
@@ -237,28 +248,69 @@ class StudioApp(App):
             return
         if config.threads is None:  # not chosen: every core, as headless (the thread yields to the UI)
             config = replace(config, threads=usable_cores())
-        self.metrics = Metrics()
-        self.trainer = None
-        self._training_worker = self._run_training(config, self.metrics)
+        self._metrics = Metrics()
+        self.current_run = None  # also ends following a watched run
+        self._training_worker = self._run_training(config, self._metrics)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
     def _run_training(self, config, metrics: Metrics) -> Path | None:
-        self.trainer = self.trainer_factory(config, metrics)
+        trainer = self.trainer_factory(config, metrics)
+        self.current_run = trainer
         if self._quitting:  # quit was pressed while the trainer was being built
             return None
-        return run_yielding_to_ui(self.trainer.run)
+        return run_yielding_to_ui(trainer.run)
+
+    def watch_run(self, run_dir: Path) -> None:
+        """Follow a run started anywhere from its folder's files (studio.watch); the train pane shows it."""
+        from studio.watch import WatchedRun, WatchError
+
+        if self.training_active:
+            self.notify("A run is training in the studio: stop it before watching another.", severity="warning")
+            return
+        try:
+            run = WatchedRun(run_dir)
+        except WatchError as error:
+            self.notify(str(error), title="Cannot watch", severity="error", markup=False)
+            return
+        self.current_run = run
+        self._follow_watched_run(run)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="watch")
+    def _follow_watched_run(self, run) -> None:
+        """Poll the run's files a few times a second (off the UI thread: a big log is parsed here) while it is the
+        studio's run; say once how it ended (its own trainer's worker is elsewhere)."""
+        from studio.watch import POLL_S
+
+        worker, ended = get_current_worker(), None
+        while self.current_run is run and not worker.is_cancelled:
+            run.poll()
+            status = run.metrics.status
+            if status in FINISHED and ended != (status, run.metrics.message):
+                ended = (status, run.metrics.message)
+                severity = "error" if status == FAILED else "information"
+                self.call_from_thread(self.notify, run.metrics.message or status, title=f"Watched run {status}",
+                                      severity=severity, timeout=15, markup=False)
+            elif status not in FINISHED:
+                ended = None  # resumed: its next end is news again
+            time.sleep(POLL_S)
+
+    def _controllable(self) -> bool:
+        """A run started here while its worker runs, or a watched one (its trainer reads the control file)."""
+        from studio.training_run import WATCHED
+
+        return self.current_run is not None and (self.training_active or self.current_run.kind == WATCHED)
 
     def pause_training(self) -> None:
-        if self.training_active and self.trainer is not None:
-            self.trainer.pause()
+        if self._controllable():
+            self.current_run.pause()
 
     def resume_training(self) -> None:
-        if self.training_active and self.trainer is not None:
-            self.trainer.resume()
+        if self._controllable():
+            self.current_run.resume()
 
     def stop_training(self) -> None:
-        if self.training_active and self.trainer is not None:
-            self.trainer.request_stop()
+        if self._controllable():
+            self.current_run.request_stop()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """How a run ended, said once: here (the train pane notifies the run's other events, not its last one)."""
@@ -286,12 +338,12 @@ class StudioApp(App):
         if self.training_active and not self._quitting:
             self._quitting = True
             self.notify("Stopping training and saving a checkpoint…", title="Quitting")
-            self.stop_training()
+            if self.current_run is not None:  # else the worker sees _quitting once its trainer is built
+                self.current_run.request_stop()
             try:
                 await asyncio.wait_for(_finished(self._training_worker), QUIT_WAIT_S)
             except asyncio.TimeoutError:
                 pass
-
 
     def _terminal_hung_up(self, signum, frame) -> None:
         """The terminal is gone: stop drawing to it, let a run save, leave. Not through the event loop: Textual's
@@ -301,10 +353,10 @@ class StudioApp(App):
 
     def _save_and_leave(self) -> None:
         self._quitting = True  # a trainer still being built does not start
-        trainer = self.trainer
-        if trainer is not None:
-            trainer.request_stop()
-            while trainer.metrics.status in ACTIVE:  # it saves, then leaves ACTIVE
+        run = self.current_run if self.training_active else None  # a watched run goes on: it is not this studio's
+        if run is not None:
+            run.request_stop()
+            while run.metrics.status in ACTIVE:  # it saves, then leaves ACTIVE
                 time.sleep(0.1)
         os._exit(129)  # 128 + SIGHUP, as a shell reports it; nothing is left to flush: the checkpoint is fsynced
 
@@ -315,6 +367,6 @@ async def _finished(worker: Worker) -> None:
         await asyncio.sleep(0.05)
 
 
-def run_app(dataset: Path | None = None) -> int:
-    StudioApp(dataset).run()
+def run_app(dataset: Path | None = None, watch: Path | None = None) -> int:
+    StudioApp(dataset, watch=watch).run()
     return 0

@@ -7,26 +7,25 @@ are imported inside the methods, which the chat pane calls from thread workers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from studio import catalogue
 from studio.data import Conversation
 from studio.metrics import FINISHED
-from studio.models.describe import describe_model
 from studio.paths import CHECKPOINTS_DIR, SHARED_CHECKPOINT_DIRS
+from studio.train_config import TrainingError
+from studio.training_run import IN_PROCESS, RunModel, TrainingRun, checkpoint_model
 
 LIVE_KEY = "live"
-LOADED_CHECKPOINTS_KEPT = 3  # compare mode holds two models; one more spares a reload when switching back
 
 
 @dataclass(frozen=True)
 class ModelChoice:
     key: str  # LIVE_KEY, or the checkpoint directory
     label: str
-    kind: str  # "live" (the model being trained) | "checkpoint"
+    kind: str  # "live" (the studio's run: its weights now, or a watched run's newest checkpoint) | "checkpoint"
     stage: str = ""  # "pretrain" | "sft" | "": how the chat pane picks a base and a tuned model to compare
     context: int | None = None  # a checkpoint's model context: a run started from it trains with that context
     template: str | None = None  # a checkpoint's template: a run from an imported chat model keeps its `model` template
@@ -37,32 +36,32 @@ class ChatError(Exception):
 
 
 class ChatBackend:
-    """The real models: the trainer's live weights, every checkpoint under `checkpoints_root`, then those under
-    `shared_roots` (a workshop visitor's studio: the presenter's checkpoints, labelled as theirs)."""
+    """The real models: the studio's run (trained here or watched), every checkpoint under `checkpoints_root`, then
+    those under `shared_roots` (a workshop visitor's studio: the presenter's checkpoints, labelled as theirs)."""
 
     def __init__(
         self,
-        live_trainer: Callable[[], object | None] = lambda: None,
+        live_run: Callable[[], TrainingRun | None] = lambda: None,
         checkpoints_root: Path = CHECKPOINTS_DIR,
         shared_roots: tuple[Path, ...] = SHARED_CHECKPOINT_DIRS,
     ):
-        self._live_trainer = live_trainer  # the App passes `lambda: self.trainer`
+        self._live_run = live_run  # the App passes `lambda: self.current_run`
         self._checkpoints_root = checkpoints_root
         self._shared_roots = shared_roots
 
     def choices(self) -> list[ModelChoice]:
-        """The live model while a trainer has one, then the checkpoints, newest first. Call it off the UI thread."""
-        from studio.checkpoint import find_all
-
+        """The run's model while it has one, then the checkpoints, newest first. Call it off the UI thread."""
         found = []
-        trainer = self._prepared_trainer()
-        if trainer is not None:
-            stage = trainer.config.stage
-            found.append(ModelChoice(LIVE_KEY, f"live: the {stage} model being trained", "live", stage))
-        for path in find_all(self._checkpoints_root):
+        run = self._chat_run()
+        if run is not None:
+            stage = run.stage
+            label = (f"live: the {stage} model being trained" if run.kind == IN_PROCESS
+                     else f"watched: {run.run_dir.name}, its newest checkpoint")
+            found.append(ModelChoice(LIVE_KEY, label, "live", stage))
+        for path in catalogue.find_all(self._checkpoints_root):
             found.append(_checkpoint_choice(path))
         for root in self._shared_roots:
-            found.extend(_checkpoint_choice(path, owner="presenter") for path in find_all(root))
+            found.extend(_checkpoint_choice(path, owner="presenter") for path in catalogue.find_all(root))
         return found
 
     def stream(self, choice: ModelChoice, conversation: Conversation, sampling, should_stop: Callable[[], bool]):
@@ -72,8 +71,8 @@ class ChatBackend:
         """
         from studio.generate import stream_reply
 
-        model, tokenizer, template = self._model(choice)
-        return stream_reply(model, tokenizer, template, conversation, sampling, should_stop)
+        chosen = self._model(choice)
+        return stream_reply(chosen.model, chosen.tokenizer, chosen.template, conversation, sampling, should_stop)
 
     def answer(self, choice: ModelChoice, prompt, index: int, sampling, should_stop: Callable[[], bool]):
         """The model's answer (studio.evaluation.answers.Answer) to prompt number `index` of an evaluation's set."""
@@ -91,66 +90,47 @@ class ChatBackend:
         """Each conversation's masked loss under the model (the dataset pane's worst-first order)."""
         from studio.evaluation.losses import conversation_losses
 
-        model, tokenizer, template = self._model(choice)
-        return conversation_losses(model, tokenizer, template, conversations, should_stop)
+        chosen = self._model(choice)
+        return conversation_losses(chosen.model, chosen.tokenizer, chosen.template, conversations, should_stop)
 
     def _eval_model(self, choice: ModelChoice):
         from studio.evaluation.answers import EvalModel
 
-        model, tokenizer, template = self._model(choice)
-        return EvalModel(choice.key, choice.label, model, tokenizer, template, choice.stage)
+        chosen = self._model(choice)
+        return EvalModel(choice.key, choice.label, chosen.model, chosen.tokenizer, chosen.template, choice.stage)
 
-    def _model(self, choice: ModelChoice):
-        """(model, tokenizer, template): the live weights copied now, or a checkpoint (cached)."""
+    def _model(self, choice: ModelChoice) -> RunModel:
+        """The run's newest model (its live weights, or a watched run's newest checkpoint), or a checkpoint (cached)."""
         if choice.kind == "live":
-            trainer = self._prepared_trainer()
-            if trainer is None:
-                raise ChatError("no model is being trained right now: pick a checkpoint")
-            return trainer.snapshot_model(), trainer.tokenizer, trainer.template
+            run = self._chat_run()
+            if run is None:
+                raise ChatError("no model is being trained or watched right now: pick a checkpoint")
+            try:
+                return run.newest_model()
+            except TrainingError as error:
+                raise ChatError(str(error)) from error
         return _load(choice.key)
 
-    def _prepared_trainer(self):
-        """The app's trainer while it trains a model (`model` is set after preparation), else None.
-        Once the run has ended, its weights are the checkpoint it saved."""
-        trainer = self._live_trainer()
-        if getattr(trainer, "model", None) is None or trainer.metrics.status in FINISHED:
+    def _chat_run(self) -> TrainingRun | None:
+        """The studio's run while it has a model to chat with. A run trained here that has ended is its
+        checkpoint (listed with the others); a watched run is its newest checkpoint all along."""
+        run = self._live_run()
+        if run is None or not run.model_ready():
             return None
-        return trainer
+        if run.kind == IN_PROCESS and run.metrics.status in FINISHED:
+            return None
+        return run
 
 
 def _checkpoint_choice(path: Path, owner: str = "") -> ModelChoice:
-    run = path.parent.name if path.name == "checkpoint" else path.name  # checkpoints/<stage>-<time>/checkpoint
-    run = f"{owner}'s {run}" if owner else run
+    entry = catalogue.describe(path)
+    if owner:  # the presenter's checkpoints in a visitor's studio
+        entry = replace(entry, run=f"{owner}'s {entry.run}")
+    return ModelChoice(str(path), entry.label, "checkpoint", entry.stage, entry.context, entry.template)
+
+
+def _load(path: str) -> RunModel:
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        stage, step, context = config.get("stage", "?"), config.get("step", "?"), config["model"].get("context_size")
-        family = describe_model(config["model"])  # "llama · 1.2 M" for an imported Hugging Face model
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return ModelChoice(str(path), f"{run} (unreadable config.json)", "checkpoint")
-    label = f"{family + ' · ' if family else ''}{stage} · step {step} · {run}"
-    return ModelChoice(str(path), label, "checkpoint", stage, context, config.get("template"))
-
-
-def _load(path: str):
-    """(model, tokenizer, template) of a checkpoint, cached by directory and config.json mtime."""
-    from studio.checkpoint import CONFIG_FILE, CheckpointError, resolve
-
-    try:
-        directory = resolve(path)
-        modified = (directory / CONFIG_FILE).stat().st_mtime
-    except (CheckpointError, OSError) as error:
+        return checkpoint_model(path)
+    except catalogue.CheckpointError as error:
         raise ChatError(f"cannot use checkpoint {path}: {error}") from error
-    return _load_cached(str(directory), modified)
-
-
-@lru_cache(maxsize=LOADED_CHECKPOINTS_KEPT)
-def _load_cached(directory: str, modified: float):  # `modified` is part of the cache key: a new save reloads
-    from studio.checkpoint import CheckpointError, load
-    from studio.devices import best_device
-    from studio.templates import get_template
-
-    try:
-        checkpoint = load(directory, device=best_device())
-    except CheckpointError as error:
-        raise ChatError(str(error)) from error
-    return checkpoint.model, checkpoint.tokenizer, get_template(checkpoint.config["template"], checkpoint.tokenizer)

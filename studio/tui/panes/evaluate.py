@@ -228,9 +228,9 @@ class EvaluatePane(Widget):
         self.notify(message, title="Cannot evaluate", severity="error", markup=False)
 
     def _ratings_file(self, b) -> Path:
-        trainer = self.app.trainer
-        if b.kind == "live" and getattr(trainer, "run_dir", None) is not None:
-            return Path(trainer.run_dir) / "ratings.jsonl"
+        run = self.app.current_run
+        if b.kind == "live" and run is not None and run.run_dir is not None:
+            return Path(run.run_dir) / "ratings.jsonl"
         return ratings_path(b.key)
 
     def _show_answers(self, a, b, rated: list[RatedPrompt], metrics: list[dict], sampling: dict, name: str) -> None:

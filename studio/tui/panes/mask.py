@@ -33,10 +33,10 @@ HEAT_REFRESH_S = 3.0
 
 @dataclass(frozen=True)
 class HeatMap:
-    """Per-token losses of the selected conversation as the trainer sees it."""
+    """Per-token losses of the selected conversation as the run's model sees it."""
 
     examples: list[Example]
-    tokenizer: object  # the trainer's: the ids of `examples` are the model's
+    tokenizer: object  # the run's: the ids of `examples` are the model's
     losses: list[list[float | None]]  # parallel to examples' tokens
     step: int
     note: str  # why the tokens may differ from the pane's settings ("" when they do not)
@@ -134,12 +134,12 @@ class MaskPane(Widget):
             self.notify(user_message(event.worker.error), title="Mask", severity="error")
 
     # ── heat-map ──────────────────────────────────────────────────────────
-    def _trainer_ready(self):
-        """The app's trainer once prepared (it sets `model` last, after its tokenizer and template), else None."""
-        trainer = self.app.trainer
-        if trainer is None or getattr(trainer, "model", None) is None or self.app.metrics.status in (IDLE, LOADING):
+    def _run_ready(self):
+        """The studio's run (trained here or watched) once it has a model, else None."""
+        run = self.app.current_run
+        if run is None or self.app.metrics.status in (IDLE, LOADING) or not run.model_ready():
             return None
-        return trainer
+        return run
 
     def on_show(self) -> None:
         self.call_after_refresh(self._refresh_heat)
@@ -147,25 +147,25 @@ class MaskPane(Widget):
     def _refresh_heat(self) -> None:
         if not self.heatmap or not self.is_on_screen:
             return
-        trainer, conversation = self._trainer_ready(), self._conversation()
-        if trainer is None or conversation is None or self.app.metrics.version == self._heat_version:
+        run, conversation = self._run_ready(), self._conversation()
+        if run is None or conversation is None or self.app.metrics.version == self._heat_version:
             return
         self._heat_version = self.app.metrics.version
-        self._compute_heat(trainer, conversation, self.app.mask_settings, self.app.metrics.snapshot(series=False).step)
+        self._compute_heat(run, conversation, self.app.mask_settings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="mask-heat")
-    def _compute_heat(self, trainer, conversation, settings: MaskSettings, step: int) -> HeatMap:
-        template = trainer.template
-        tokenizer = trainer.tokenizer
+    def _compute_heat(self, run, conversation, settings: MaskSettings) -> HeatMap:
+        model = run.newest_model()
+        template, tokenizer = model.template, model.tokenizer
         pane_tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
         differences = []
         if template.name != settings.template:
             differences.append(f"template {template.name}")
         if pane_tokenizer is None or not tokenizer.same_as(pane_tokenizer):
-            differences.append(f"the trainer's {tokenizer.kind} tokenizer")
+            differences.append(f"the run's {tokenizer.kind} tokenizer")
         note = f"heat-map uses {' and '.join(differences)} so the ids match the model" if differences else ""
         examples = Workspace.examples(conversation, settings, template, tokenizer)
-        return HeatMap(examples, tokenizer, [trainer.token_losses(example) for example in examples], step, note)
+        return HeatMap(examples, tokenizer, [run.token_losses(example) for example in examples], model.step, note)
 
     # ── drawing ───────────────────────────────────────────────────────────
     def _redraw(self) -> None:

@@ -18,12 +18,14 @@ from textual.widgets import Button, Select
 
 from studio.metrics import ACTIVE, FINISHED, IDLE, LOADING, PAUSED, RUNNING, Snapshot
 from studio.train_config import TrainingError
+from studio.training_run import WATCHED
 from studio.tui.messages import TorchReady
 from studio.tui.widgets.live_run import LiveRun
 from studio.tui.widgets.loss_plot import LossPlot
 from studio.tui.widgets.train_form import Devices, TrainForm
 
 POLLS_PER_SECOND = 4  # enough for numbers to read; each poll that updates widgets costs training time
+WATCHED_EVENTS_SHOWN = 3  # of the events a watched run's poll brings at once, the last ones are notified
 
 
 class TrainPane(Widget):
@@ -38,6 +40,7 @@ class TrainPane(Widget):
         Binding("l", "toggle_log_scale", "Log loss", id="train.log_scale"),
         Binding("e", "edit_settings", "Settings", id="train.settings"),
         Binding("a", "probe_timeline", "Answers", id="train.probe_timeline"),
+        Binding("w", "watch_run", "Watch a run", id="train.watch"),
         Binding("escape", "leave_settings", "Leave the form", show=False, id="train.leave_settings"),
     ]
     PALETTE = [  # the palette adds "Train: " and the keys
@@ -47,6 +50,7 @@ class TrainPane(Widget):
         ("Log scale", "Plot log10(loss) to see the slow late progress", "toggle_log_scale"),
         ("Probe answers", "The newest answers to the probe prompts, or one prompt's answers step by step", "probe_timeline"),
         ("Edit settings", "Move to the form: stage, start from, preset, steps, …; tab moves on", "edit_settings"),
+        ("Watch a run", "Follow a run started elsewhere (studio train in tmux, torchrun) from its files", "watch_run"),
     ]
 
     def __init__(self) -> None:
@@ -126,6 +130,16 @@ class TrainPane(Widget):
         self._timeline = 0 if self._timeline is None else (self._timeline + 1 if self._timeline + 1 < count else None)
         self.query_one(LiveRun).show_probes(probes, self._timeline)
 
+    def action_watch_run(self) -> None:
+        from studio.tui.screens.watch_run import WatchRunScreen
+
+        def chosen(run_dir) -> None:
+            if run_dir is not None:
+                self.app.watch_run(run_dir)
+                self._poll()
+
+        self.app.push_screen(WatchRunScreen(), chosen)
+
     def action_toggle_log_scale(self) -> None:
         plot = self.query_one(LossPlot)
         plot.log_scale = not plot.log_scale
@@ -137,6 +151,8 @@ class TrainPane(Widget):
         status = self._snapshot.status if self._snapshot else IDLE
         if action == "start_training":
             return status not in ACTIVE
+        if action == "watch_run":
+            return not self.app.training_active
         if action in ("toggle_pause", "stop_training"):
             return status in ACTIVE
         return True
@@ -197,7 +213,11 @@ class TrainPane(Widget):
         if snapshot.status == RUNNING and not self._training_seen:
             self._training_seen = True
             self.app.freeze_run_data()
-        for event in snapshot.events[self._events_seen:]:
+        events = snapshot.events[self._events_seen:]
+        run = self.app.current_run
+        if run is not None and run.kind == WATCHED:
+            events = events[-WATCHED_EVENTS_SHOWN:]  # a watched run's log is read in bursts: its past is not news
+        for event in events:
             if not (snapshot.status in FINISHED and event == snapshot.message):
                 self.notify(event, markup=False)
         self._events_seen = len(snapshot.events)
