@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from studio import checkpoint, paths
 from studio.cli import main
-from studio.serve import server as serve_server
-from studio.serve.server import StudioServer
-from studio.serve.sessions import Sessions, default_max_sessions, invitation_token, needs_token
+from studio.tui.serve import server as serve_server
+from studio.tui.serve.server import StudioServer
+from studio.tui.serve.sessions import Sessions, default_max_sessions, invitation_token, needs_token
 from studio.tui import threads
 from studio.tui.chat_backend import ChatBackend
 

@@ -81,5 +81,5 @@ def cmd_export(args, console: Console) -> int:
     except (CheckpointError, ExportError) as error:
         raise CliError(str(error)) from None
     console.print(f"exported {args.checkpoint} to {out}; load it with "
-                  f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer", soft_wrap=True, markup=False)
+                  f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}, local_files_only=True) and AutoTokenizer", soft_wrap=True, markup=False)
     return 0

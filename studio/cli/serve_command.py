@@ -1,4 +1,4 @@
-"""`studio serve`: the studio in the browser for a workshop, one studio per visitor (studio.serve)."""
+"""`studio serve`: the studio in the browser for a workshop, one studio per visitor (studio.tui.serve)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from studio.cli.common import CliError
-from studio.serve.sessions import GIB, Sessions, available_memory, default_max_sessions, invitation_token, room_host
+from studio.tui.serve.sessions import GIB, Sessions, available_memory, default_max_sessions, invitation_token, room_host
 from studio.tui.threads import usable_cores
 
 DEFAULT_PORT = 8000
@@ -27,7 +27,7 @@ def add_serve_parser(commands) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
-    from studio.serve.server import StudioServer, room_url  # aiohttp loads only for this command
+    from studio.tui.serve.server import StudioServer, room_url  # aiohttp loads only for this command
 
     cores, memory = usable_cores(), available_memory()
     cap = args.max_sessions

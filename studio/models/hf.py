@@ -173,8 +173,8 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu", context_
     progress(f"loading the weights of {folder} ({size / 1e6:.0f} MB)")
     started = time.perf_counter()
     try:
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, use_safetensors=True, dtype="auto")
+        hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True,  # a folder, never the hub
+                                                                     use_safetensors=True, dtype="auto")
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"{folder}: transformers cannot load it as a causal LM ({first_line})") from None

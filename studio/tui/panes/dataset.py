@@ -22,41 +22,18 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio import data
-from studio.lint import ALL_MASKED, CONTROL_CHARS, DUPLICATE, EMPTY_RESPONSE, EOS_NOT_TRAINED, FLAG_MEANINGS, MOJIBAKE, RESPONSE_TRUNCATED
+from studio.lint import FLAG_MEANINGS
 from studio.templates import get_template, rendered_text
 from studio.terminal import visible
 from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected
 from studio.tui.screens.open_dataset import OpenDatasetScreen
+from studio.tui.widgets.example_table import FLAGS_WIDTH, TOKENS_WIDTH, ExampleTable, flags_cell, tokens_cell
 from studio.tui.workspace import LintedConversation, MaskSettings, Workspace
 
 PAGE_ROWS = 1000  # rows materialised at a time: adding 50 000 DataTable rows blocks the UI for ~0.7 s
 LINT_BATCH_S = 0.25  # how often the lint worker hands results to the UI
 FLAGGED = "flagged"  # search word every flagged conversation gets, so the filter can list them all
-FLAG_TAGS = {  # short forms for the table; the preview and the help screen give the full names and meanings
-    ALL_MASKED: "masked",
-    EOS_NOT_TRAINED: "no-eos",
-    RESPONSE_TRUNCATED: "cut",
-    DUPLICATE: "dup",
-    EMPTY_RESPONSE: "empty",
-    MOJIBAKE: "mojibake",
-    CONTROL_CHARS: "ctrl",
-}
-FLAGS_WIDTH = 16
-TOKENS_WIDTH = 6
-PLACEHOLDER = "…"
-
-
-class ExampleTable(DataTable):
-    """The examples; says when its width changes, so the instruction column can fill what the others leave."""
-
-    class WidthChanged(Message):
-        pass
-
-    def on_resize(self) -> None:
-        self.post_message(self.WidthChanged())
-
-
 class DatasetPane(Widget):
     DEFAULT_FOCUS = "#dataset-table"
     BINDINGS = [
@@ -207,8 +184,8 @@ class DatasetPane(Widget):
             self.linted[index] = linted
             self.workspace.add_search_words(index, [FLAGGED, *linted.flags] if linted.flags else [])
             if index in shown:
-                self.table.update_cell(str(index), "tokens", _tokens_cell(linted))
-                self.table.update_cell(str(index), "flags", _flags_cell(linted))
+                self.table.update_cell(str(index), "tokens", tokens_cell(linted))
+                self.table.update_cell(str(index), "flags", flags_cell(linted))
         self.lint_done += len(message.results)
         if message.finished and self.query_one("#dataset-filter", Input).value.strip():
             self._apply_filter(self.query_one("#dataset-filter", Input).value)  # flags are searchable now
@@ -255,8 +232,8 @@ class DatasetPane(Widget):
         return (
             Text(str(index), justify="right"),
             conversation.format,
-            _tokens_cell(linted),
-            _flags_cell(linted),
+            tokens_cell(linted),
+            flags_cell(linted),
             instruction,
         )
 
@@ -392,12 +369,3 @@ class DatasetPane(Widget):
         self.query_one("#preview-heading", Static).update(heading)
         self.query_one("#preview-text", Static).update(Text(visible(rendered)))
 
-
-def _tokens_cell(linted: LintedConversation | None) -> Text:
-    return Text(PLACEHOLDER if linted is None else str(linted.tokens), justify="right")
-
-
-def _flags_cell(linted: LintedConversation | None) -> Text:
-    if linted is None:
-        return Text("")
-    return Text(" ".join(FLAG_TAGS.get(flag, flag) for flag in linted.flags), style="yellow")

@@ -25,7 +25,7 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from studio.paths import VISITOR_ENV
-from studio.serve.sessions import Sessions, is_visitor, new_visitor
+from studio.tui.serve.sessions import Sessions, is_visitor, new_visitor
 from studio.tui.threads import CPU_SHARE_ENV
 
 log = logging.getLogger("studio-serve")
