@@ -25,7 +25,7 @@ import torch
 
 from studio import checkpoint, distributed
 from studio.batching import Batch
-from studio.devices import autocast, fused_adamw_supported, resolve_device, training_precision, use_bf16
+from studio.devices import autocast, resolve_device, training_precision, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.keeping import DivergenceGuard, probe_loss, rescue_save
 from studio.lint import dataset_texts
@@ -34,7 +34,6 @@ from studio.metrics import DONE, FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOP
 from studio.model import GPT, PRESETS, model_config
 from studio.models.interface import LanguageModel
 from studio.optim import make_optimizer
-from studio.rows import row_tokens
 from studio.run_control import RunControl
 from studio.run_folder import METRICS_FILE, MetricsLog, check_run_dir, choose_run_dir, keep_metrics_up_to, replay_metrics
 from studio.run_source import load_source, restore_trainer_state

@@ -150,7 +150,7 @@ def test_malformed_file_gives_one_line_error(kind, command, tmp_path, capsys):
     assert f"{path}{line}" in output
     assert problem in output
     assert "Traceback" not in output
-    error_lines = [l for l in captured.err.splitlines() if l.strip()]
+    error_lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(error_lines) == 1  # the final verdict is one line
 
 

@@ -131,8 +131,8 @@ async def test_the_invited_get_the_page_and_a_cookie_for_its_files_and_websocket
         assert response.status == 200
         page = await response.text()
         assert 'data-session-websocket-url="ws://127.0.0.1:' in page  # the host the visitor reached, not 0.0.0.0
-        assert response.cookies[f"studio-token-0"].value == TOKEN
-        assert response.cookies[f"studio-token-0"]["httponly"]
+        assert response.cookies["studio-token-0"].value == TOKEN
+        assert response.cookies["studio-token-0"]["httponly"]
         # the page's own requests carry no token in their URL: the cookie lets them in
         assert (await client.get("/static/js/textual.js")).status == 200
         async with client.ws_connect("/ws") as websocket:

@@ -61,7 +61,7 @@ async def test_blind_rating_by_keyboard_never_shows_which_model_is_which(tmp_pat
         lines = [json.loads(line) for line in (tmp_path / "tuned" / "ratings.jsonl").read_text().splitlines()]
         first, second = pane.prompts[0], pane.prompts[1]
         left, right = pane.session.sides(first)
-        assert [(l["prompt"], l["criterion"], l["model"], l["score"]) for l in lines] == [
+        assert [(r["prompt"], r["criterion"], r["model"], r["score"]) for r in lines] == [
             (first.prompt, "coherence", left, 4), (first.prompt, "coherence", right, 2), (first.prompt, "adherence", left, 5),
             (second.prompt, "usefulness", pane.session.sides(second)[1], 3)]
         assert all(line["blind"] and line["answers"] == first.answers for line in lines[:3])
