@@ -61,3 +61,18 @@ def save_tiny_chat_model(family: str, folder: Path, **options) -> Path:
 def reference_model(folder: Path):
     """transformers' own model of folder, fp32, eval mode."""
     return transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+
+
+def greedy_answers(capsys, run_dir: Path, hf_model, hf_tokenizer, prompt: str, max_new_tokens: int) -> tuple[str, str]:
+    """(what `studio chat --temperature 0` prints, transformers' greedy `generate` answer) for one prompt: the
+    check that a model exported from run_dir answers in transformers as it does in the studio."""
+    from studio import cli
+
+    assert cli.main(["chat", "--checkpoint", str(run_dir), "--prompt", prompt, "--temperature", "0",
+                     "--max-new-tokens", str(max_new_tokens)]) == 0
+    printed = capsys.readouterr()
+    assert "warning" not in printed.err, printed.err  # the whole prompt fits: nothing cropped
+    ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)["input_ids"]
+    output = hf_model.generate(ids, do_sample=False, max_new_tokens=max_new_tokens)
+    return printed.out.removesuffix("\n"), hf_tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)

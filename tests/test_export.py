@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from hf_fixtures import save_tiny_chat_model
+from hf_fixtures import greedy_answers, save_tiny_chat_model
 from hf_tokenizer_helpers import QWEN2_TEMPLATE, write_tokenizer_folder
 
 from studio import checkpoint, cli, data
@@ -132,15 +132,8 @@ def test_sft_then_export_then_transformers_greedy_equals_studio_chat(tmp_path, c
     capsys.readouterr()
     hf_model, hf_tokenizer = load_hf(tmp_path / "hf")
     for prompt in ("diga 3", "qual é o número?"):
-        assert cli.main(["chat", "--checkpoint", str(tmp_path / "run"), "--prompt", prompt, "--temperature", "0",
-                         "--max-new-tokens", "12"]) == 0
-        printed = capsys.readouterr()
-        assert "warning" not in printed.err, printed.err  # the whole prompt fits: nothing cropped
-        ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)["input_ids"]
-        output = hf_model.generate(ids, do_sample=False, max_new_tokens=12)
-        answer = hf_tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
-        assert answer == printed.out.removesuffix("\n") and answer
+        printed, answer = greedy_answers(capsys, tmp_path / "run", hf_model, hf_tokenizer, prompt, 12)
+        assert answer == printed and answer
 
 
 def test_export_refuses_what_it_must_not_replace_in_one_line(tmp_path, capsys):
@@ -197,12 +190,5 @@ def test_an_hf_model_tuned_with_a_studio_template_exports_as_its_own_type_with_t
     with torch.no_grad():
         torch.testing.assert_close(hf_model(ids).logits, studio.model(ids)[0], atol=1e-4, rtol=0)
     for prompt in ("diga 3", "qual é o número?"):
-        assert cli.main(["chat", "--checkpoint", str(tmp_path / "run"), "--prompt", prompt, "--temperature", "0",
-                         "--max-new-tokens", "12"]) == 0
-        printed = capsys.readouterr()
-        assert "warning" not in printed.err, printed.err  # the whole prompt fits: nothing cropped
-        ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)["input_ids"]
-        output = hf_model.generate(ids, do_sample=False, max_new_tokens=12)
-        answer = hf_tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
-        assert visible(answer) == printed.out.removesuffix("\n")  # chat prints control characters as visible symbols
+        printed, answer = greedy_answers(capsys, tmp_path / "run", hf_model, hf_tokenizer, prompt, 12)
+        assert visible(answer) == printed  # chat prints control characters as visible symbols

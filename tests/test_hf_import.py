@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from hf_fixtures import reference_model, save_tiny_chat_model
+from hf_fixtures import greedy_answers, reference_model, save_tiny_chat_model
 from studio import checkpoint, cli, data
 from studio.generate import stream_reply
 from studio.sampling import SamplingConfig
@@ -77,12 +77,5 @@ def test_llama_import_sft_export_then_transformers_greedy_equals_studio_chat(fol
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
     assert hf_model.config.model_type == "llama"
     for prompt in ("diga 3", "diga 12"):
-        assert cli.main(["chat", "--checkpoint", str(tmp_path / "run"), "--prompt", prompt, "--temperature", "0",
-                         "--max-new-tokens", "16"]) == 0
-        printed = capsys.readouterr()
-        assert "warning" not in printed.err, printed.err  # the whole prompt fits: nothing cropped
-        ids = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)["input_ids"]
-        output = hf_model.generate(ids, do_sample=False, max_new_tokens=16)
-        answer = hf_tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
-        assert answer == printed.out.removesuffix("\n") and answer.startswith("numero")
+        printed, answer = greedy_answers(capsys, tmp_path / "run", hf_model, hf_tokenizer, prompt, 16)
+        assert answer == printed and answer.startswith("numero")
