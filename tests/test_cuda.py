@@ -11,10 +11,9 @@ import torch
 
 from studio import checkpoint, distributed
 from studio.devices import autocast
-from studio.model import GPT
 from studio.train import CUDA_SYNC_EVERY, Trainer
 from studio.train_config import TrainConfig, TrainingError
-from train_helpers import TEST_PRESET, losses, small_setup, write_dataset  # noqa: F401 (fixture)
+from train_helpers import TEST_PRESET, losses, poison_losses_from, small_setup, write_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -58,19 +57,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, dataset):
 
 
 def test_the_nan_guard_keeps_unread_non_finite_steps_out_of_the_weights(tmp_path, dataset, monkeypatch):
-    forward, seen = GPT.forward, {"calls": 0}
-
-    def poisoned(self, idx, targets=None, **kwargs):
-        logits, loss = forward(self, idx, targets, **kwargs)
-        if self.training:
-            seen["calls"] += 1
-            if seen["calls"] == 3:
-                seen["weights"] = {name: p.detach().clone() for name, p in self.named_parameters()}
-            if seen["calls"] >= 3:
-                loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    seen = poison_losses_from(monkeypatch, 3)
     trainer = Trainer(config(tmp_path, dataset, eval_every=100))
     with pytest.raises(TrainingError, match="loss nan at step 3"):
         trainer.run()  # read at step 10: steps 3-9 went through the optimizer, skipped on the device

@@ -14,7 +14,7 @@ from studio.model import GPT, GPTConfig
 from studio.tokenizer import train_tokenizer
 from studio.train import Trainer
 from studio.train_config import TrainConfig, TrainingError, lr_at
-from train_helpers import TEST_PRESET, losses, read_metrics, small_setup, write_dataset  # noqa: F401 (fixture)
+from train_helpers import TEST_PRESET, losses, poison_losses_from, read_metrics, small_setup, write_dataset  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -194,20 +194,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
 def test_nan_guard_skips_updates_on_the_device_between_syncs(tmp_path, dataset, monkeypatch):
     """As on CUDA (losses read every few steps): from step 3 on every step is non-finite; the steps before the
     read must not reach the weights or the optimizer's moments, though the host only learns of them later."""
-    forward = GPT.forward
-    seen = {"calls": 0}
-
-    def poisoned(self, idx, targets=None, **kwargs):
-        logits, loss = forward(self, idx, targets, **kwargs)
-        if self.training:
-            seen["calls"] += 1
-            if seen["calls"] == 3:  # step 3's forward: the weights after step 2's update
-                seen["weights"] = {name: p.detach().clone() for name, p in self.named_parameters()}
-            if seen["calls"] >= 3:
-                loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    seen = poison_losses_from(monkeypatch, 3)  # step 3's forward sees the weights after step 2's update
     trainer = Trainer(config(tmp_path, dataset, eval_every=100))
     trainer.prepare()
     assert trainer.optimizer.defaults["fused"], "the device-side skip needs fused AdamW (torch >= 2.4 on CPU)"

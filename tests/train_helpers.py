@@ -29,3 +29,24 @@ def read_metrics(run_dir):
 
 def losses(run_dir) -> list[tuple[int, float]]:
     return [(entry["step"], entry["loss"]) for entry in read_metrics(run_dir) if "loss" in entry]
+
+
+def poison_losses_from(monkeypatch, step: int) -> dict:
+    """Make the training loss NaN from this step's forward on (a step the NaN guard must keep out of the weights).
+    The returned dict gets "weights": a copy of the parameters as that forward saw them, after the last good update."""
+    from studio.model import GPT
+
+    forward, seen = GPT.forward, {"calls": 0}
+
+    def poisoned(self, idx, targets=None, **kwargs):
+        logits, loss = forward(self, idx, targets, **kwargs)
+        if self.training:
+            seen["calls"] += 1
+            if seen["calls"] == step:
+                seen["weights"] = {name: p.detach().clone() for name, p in self.named_parameters()}
+            if seen["calls"] >= step:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    return seen
