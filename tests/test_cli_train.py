@@ -5,7 +5,7 @@ import time
 
 from studio import checkpoint
 from studio.cli import main
-from train_helpers import TEST_PRESET, losses, read_metrics, small_setup, write_dataset  # noqa: F401 (fixture)
+from train_helpers import TEST_PRESET, losses, one_line_error, read_metrics, small_setup, write_dataset  # noqa: F401 (fixture)
 
 FAST = ["--preset", TEST_PRESET, "--device", "cpu", "--no-bf16", "--batch-size", "4"]
 
@@ -32,14 +32,6 @@ def test_pretrain_then_train_from_it(tmp_path, capsys):
     assert code == 0
     assert "loaded 28/28 tensors from" in capsys.readouterr().out
     assert checkpoint.load(tmp_path / "sft").config["parent"] == str(tmp_path / "pre" / "checkpoint")
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_bad_dataset_is_one_line_and_non_zero(tmp_path, capsys):

@@ -21,7 +21,7 @@ from studio.cli import main
 from studio.models.course import COURSE_CHARS, CourseImportError, import_course
 from studio.tokenizer import SPECIAL_TOKENS, CharTokenizer
 from studio.vocab_growth import grow_char_vocabulary
-from train_helpers import small_setup  # noqa: F401 (fixture: checkpoints/ goes to tmp_path)
+from train_helpers import one_line_error, small_setup  # noqa: F401 (fixture: checkpoints/ goes to tmp_path)
 
 # chapter 05's training text (an excerpt; its characters are the course's 26)
 COURSE_TEXT = "### comando:\no que o gato fez?\n### resposta:\no gato subiu no telhado e pulou o muro.\n\n" \
@@ -94,14 +94,6 @@ def malicious(tmp_path):
     path = tmp_path / "gpt_checkpoint.pt"
     torch.save({"state_dict": {"emb.tok_emb.weight": RunsCode(marker)}, "stoi": {}, "itos": {}}, path)
     return path, marker
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------ tests

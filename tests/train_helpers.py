@@ -50,3 +50,12 @@ def poison_losses_from(monkeypatch, step: int) -> dict:
 
     monkeypatch.setattr(GPT, "forward", poisoned)
     return seen
+
+
+def one_line_error(capsys) -> str:
+    """The one line a CLI command wrote to stderr for a user error: no traceback, nothing else."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
