@@ -12,13 +12,16 @@ import types
 
 import pytest
 import torch
+import transformers
 from course_reference import GPTConfig, GPTMini
+from hf_fixtures import greedy_answers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studio import checkpoint
 from studio.cli import main
 from studio.models.course import COURSE_CHARS, CourseImportError, import_course
+from studio.terminal import visible
 from studio.tokenizer import SPECIAL_TOKENS, CharTokenizer
 from studio.vocab_growth import grow_char_vocabulary
 from train_helpers import one_line_error, small_setup  # noqa: F401 (fixture: checkpoints/ goes to tmp_path)
@@ -42,9 +45,9 @@ def course_module(monkeypatch):
     return gptmini
 
 
-def course_model(chars: list[str], *, n_heads=4, context_size=128, seed=0) -> GPTMini:
+def course_model(chars: list[str], *, n_heads=4, context_size=128, d_model=32, seed=0) -> GPTMini:
     torch.manual_seed(seed)
-    model = GPTMini(GPTConfig(vocab_size=len(chars), context_size=context_size, d_model=32, n_heads=n_heads, n_layers=2))
+    model = GPTMini(GPTConfig(vocab_size=len(chars), context_size=context_size, d_model=d_model, n_heads=n_heads, n_layers=2))
     with torch.no_grad():  # LayerNorms and biases away from their 1/0 init, so a misplaced one shows
         for name, parameter in model.named_parameters():
             if "ln" in name or name.endswith("bias"):
@@ -247,6 +250,28 @@ def test_the_course_flow_import_then_sft_on_the_bundled_data_then_chat(tmp_path,
     assert main(["chat", "--checkpoint", str(run), "--prompt", "O que e um transformer?", "--max-new-tokens", "12"]) == 0
     answer = capsys.readouterr().out.strip()
     assert answer and "\ufffd" not in answer
+
+
+def test_a_tuned_course_model_exports_to_gpt2_with_its_logits_and_answers(tmp_path, course_module, capsys):
+    """gpt2 has no head bias: the export folds it into ln_f's bias (studio/models/gpt2_export.py). Chapter 05's
+    width (128) holds the grown vocabulary, so the fold is exact and transformers agrees with studio chat."""
+    chars = list(COURSE_CHARS)
+    course = save_course_file(tmp_path / "gpt_checkpoint.pt", course_model(chars, context_size=64, d_model=128), chars)
+    run = tmp_path / "sft"
+    assert main(["train", "--from", str(course), "--steps", "3", "--batch-size", "4", "--eval-every", "3",
+                 "--device", "cpu", "--no-bf16", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--hf", str(tmp_path / "hf")]) == 0
+    capsys.readouterr()
+    tuned = checkpoint.load(run)
+    assert tuned.model.lm_head.bias.abs().max() > 0.1  # a real bias to fold (the fixture's is randomised)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True)
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    assert hf_model.config.model_type == "gpt2" and not hf_model.config.tie_word_embeddings
+    ids = torch.randint(0, tuned.tokenizer.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(ids).logits, tuned.model.eval()(ids)[0], atol=1e-4, rtol=0)
+    printed, answer = greedy_answers(capsys, run, hf_model, hf_tokenizer, "o que o gato fez?", 16)
+    assert visible(answer) == printed
 
 
 def test_train_from_the_course_file_directly(tmp_path, course_module, capsys):

@@ -161,12 +161,17 @@ def test_export_replaces_an_earlier_export(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_an_output_layer_bias_is_refused_in_one_line_not_dropped(tmp_path, capsys):
-    tokenizer = train_tokenizer("char", ["x"])
-    save_checkpoint(tmp_path / "ck", tokenizer, tie_weights=False, head_bias=True)  # the course's GPTMini's head
+def test_an_output_layer_bias_that_cannot_be_folded_is_refused_in_one_line_not_dropped(tmp_path, capsys):
+    # gpt2 has no head bias; it folds into ln_f's bias only when the vocabulary fits in the width (41 > 32 here)
+    tokenizer = train_tokenizer("char", ["abcdefghijklmnopqrstuvwxyz0123456789"])
+    model = save_checkpoint(tmp_path / "ck", tokenizer, tie_weights=False, head_bias=True)  # the course's GPTMini's head
+    with torch.no_grad():
+        model.lm_head.bias.normal_()  # a zero bias would fold trivially
+    checkpoint.save(tmp_path / "ck", model, tokenizer, {"template": "comando", "stage": "sft", "step": 0, "parent": None})
     assert cli.main(["export", str(tmp_path / "ck"), "--hf", str(tmp_path / "hf")]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "output-layer bias (lm_head.bias)" in err and str(tmp_path / "ck") in err
+    assert f"vocabulary ({tokenizer.vocab_size}) is larger than its width (32)" in err
     assert not (tmp_path / "hf").exists()
 
 

@@ -10,6 +10,12 @@ fused qkv, 4x MLP), so a renaming of its tensors gives the same logits:
 GPT-2 scales attention by 1/sqrt(head_dim) as scaled_dot_product_attention does; the studio's GELU is the
 exact one (activation "gelu", not GPT-2's tanh "gelu_new"). A model trained without biases gets zero biases,
 which compute the same thing. A tensor with no place in a gpt2 model is refused rather than dropped.
+
+GPT-2's LM head has no bias; the course's GPTMini's has one. It is folded into ln_f's bias, which feeds only
+the head: logits = W(g*n + beta) + b = W(g*n + beta') once W(beta' - beta) = b. W is vocab x width, so when
+the vocabulary is no larger than the width (the course's: ~30-100 characters, width 128) and W has full row
+rank, the shift beta' - beta = pinv(W) b is exact; otherwise no shift is, and the export is refused.
+(The exported model's last hidden state then differs from the studio's; its logits do not.)
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from studio.templates import Template
 from studio.tokenizer import Tokenizer
 
 LAYER_NORM_EPS = 1e-5  # torch's nn.LayerNorm default, which the studio's GPT uses
+FOLD_TOLERANCE = 1e-4  # the most a logit may move when the head bias is folded (the export tests' tolerance)
 
 # studio name -> (gpt2 name, Conv1D: stored transposed); "{i}" is the block index
 BLOCK_NAMES = {
@@ -63,10 +70,9 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
         gpt2_name, transposed = target
         tensor = named.pop(name).detach()
         weights[gpt2_name] = (tensor.t() if transposed else tensor).contiguous().cpu()
+    head_bias = named.pop("lm_head.bias", None)
     if named:
-        # an output-layer bias (the course's GPTMini has one) cannot be folded into gpt2's weights exactly
-        what = "an output-layer bias" if "lm_head.bias" in named else "tensors"
-        raise UnmappableModel(f"the model has {what} ({', '.join(sorted(named))}) that transformers' gpt2 has no place "
+        raise UnmappableModel(f"the model has tensors ({', '.join(sorted(named))}) that transformers' gpt2 has no place "
                               "for; exporting would change its logits")
     if not config.bias:  # gpt2 always has biases: zeros compute what no bias does
         dtype = model.tok_emb.weight.dtype
@@ -77,7 +83,25 @@ def gpt2_weights(model: GPT) -> dict[str, torch.Tensor]:
                                ("mlp.c_fc.bias", 4 * config.d_model), ("mlp.c_proj.bias", config.d_model)):
                 weights[prefix + name] = torch.zeros(size, dtype=dtype)
         weights["transformer.ln_f.bias"] = torch.zeros(config.d_model, dtype=dtype)
+    if head_bias is not None:
+        head_weight = model.lm_head.weight.detach().cpu()
+        weights["transformer.ln_f.bias"] = _fold_head_bias(head_weight, weights["transformer.ln_f.bias"], head_bias.detach().cpu())
     return weights
+
+
+def _fold_head_bias(head_weight: torch.Tensor, ln_f_bias: torch.Tensor, head_bias: torch.Tensor) -> torch.Tensor:
+    """ln_f's bias shifted so that the head's weight alone adds head_bias to every logit (module docstring)."""
+    weight = head_weight.double()
+    shift = torch.linalg.pinv(weight) @ head_bias.double()
+    folded = (ln_f_bias.double() + shift).to(ln_f_bias.dtype)  # stored as the model's dtype: check what that keeps
+    error = (weight @ (folded.double() - ln_f_bias.double()) - head_bias.double()).abs().max().item()
+    if error > FOLD_TOLERANCE:
+        vocab, width = weight.shape
+        why = (f"its vocabulary ({vocab}) is larger than its width ({width})" if vocab > width
+               else f"folding it would move logits by up to {error:.1e}")
+        raise UnmappableModel(f"the model has an output-layer bias (lm_head.bias) that transformers' gpt2 has no place "
+                              f"for, and it cannot be folded into the final LayerNorm: {why}")
+    return folded
 
 
 def _gpt2_name(name: str) -> tuple[str, bool] | None:
