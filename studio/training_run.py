@@ -72,6 +72,26 @@ def checkpoint_model(path: str | Path) -> RunModel:
     return _load(str(directory), modified)
 
 
+def model_token_losses(model: RunModel, example: Example) -> list[float | None]:
+    """Loss of each trained token of example under a loaded checkpoint's model, None elsewhere."""
+    from studio.token_losses import token_losses
+
+    return token_losses(model.model, example, model.tokenizer.pad_id)
+
+
+@dataclass(frozen=True)
+class CheckpointScorer:
+    """A checkpoint as the heat-map's model when no run has one: the one the dataset pane sorted by."""
+
+    path: str
+
+    def newest_model(self) -> RunModel:
+        return checkpoint_model(self.path)
+
+    def token_losses(self, example: Example) -> list[float | None]:
+        return model_token_losses(self.newest_model(), example)
+
+
 @lru_cache(maxsize=LOADED_CHECKPOINTS_KEPT)
 def _load(directory: str, modified: float) -> RunModel:  # `modified` is part of the key
     from studio.checkpoint import load

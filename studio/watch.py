@@ -22,7 +22,7 @@ from studio.masking import Example
 from studio.metrics import ACTIVE, FAILED, STOPPED, Metrics
 from studio.run_folder import METRICS_FILE, replay_metrics
 from studio.train_config import TrainingError
-from studio.training_run import WATCHED, RunModel, checkpoint_model
+from studio.training_run import WATCHED, RunModel, checkpoint_model, model_token_losses
 
 POLL_S = 0.25  # how often the studio polls a watched run: a death is reported well within 2 s
 READ_BYTES = 2 << 20  # metrics.jsonl read per poll at most (~15k lines): a huge log fills in over a few polls
@@ -196,10 +196,7 @@ class WatchedRun:
             raise TrainingError(str(error)) from None
 
     def token_losses(self, example: Example) -> list[float | None]:
-        from studio.token_losses import token_losses
-
-        model = self.newest_model()
-        return token_losses(model.model, example, model.tokenizer.pad_id)
+        return model_token_losses(self.newest_model(), example)
 
 
 def newest_run(root: str | Path) -> Path:

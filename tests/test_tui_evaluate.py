@@ -141,3 +141,39 @@ async def test_dataset_pane_sorts_worst_first_and_enter_opens_the_heat_map():
         assert app.selected_index == worst
         await pilot.press("1", "w")  # back to file order
         assert pane.losses is None and pane.matches == sorted(pane.matches)
+
+
+async def test_enter_in_a_checkpoint_sorted_dataset_shows_that_checkpoints_heat_map(tmp_path):
+    """With no run in the session, the heat-map's model is the checkpoint the examples were sorted by."""
+    from studio import checkpoint, data
+    from studio.model import GPT, GPTConfig
+    from studio.templates import get_template
+    from studio.tokenizer import train_tokenizer
+    from studio.token_losses import token_losses
+    from studio.tui.chat_backend import ChatBackend
+    from studio.tui.panes.dataset import DatasetPane
+    from studio.tui.panes.mask import MaskPane
+    from studio.tui.workspace import Workspace
+    from tui_helpers import settle
+
+    conversations = data.load(SMALL_DATASET).conversations
+    tokenizer = train_tokenizer("char", [turn.text for c in conversations for turn in c.turns])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_size=256, d_model=32, n_heads=2, n_layers=1)).eval()
+    path = checkpoint.save(tmp_path / "checkpoints" / "sft-1" / "checkpoint", model, tokenizer,
+                           {"template": "comando", "stage": "sft", "step": 7, "parent": None})
+    app = StudioTestApp(SMALL_DATASET, chat_backend=ChatBackend(checkpoints_root=tmp_path / "checkpoints"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        pane, mask = app.query_one(DatasetPane), app.query_one(MaskPane)
+        await pilot.press("w")
+        await wait_until(pilot, lambda: pane.losses is not None, timeout=20, what="the losses")
+        assert pane.loss_checkpoint == str(path)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: mask.heat is not None, timeout=20, what="the heat-map")
+        settings = app.mask_settings
+        examples = Workspace.examples(conversations[app.selected_index], settings, get_template("comando", tokenizer), tokenizer)
+        assert mask.heat.step == 7 and [e.tokens for e in mask.heat.examples] == [e.tokens for e in examples]
+        assert mask.heat.losses == [token_losses(model, example, tokenizer.pad_id) for example in examples]
+        assert any(loss is not None for part in mask.heat.losses for loss in part)
+        assert "mean loss on" in str(app.query_one("#mask-counts", Static).render())

@@ -91,7 +91,7 @@ async def test_heat_map_shows_the_trainers_token_losses():
     async with app.run_test(size=(100, 30)) as pilot:
         await open_mask(pilot)
         await pilot.press("h")
-        assert "waiting for the model" in str(content(app, "#mask-counts"))
+        assert "heat-map: waiting for a model" in str(content(app, "#mask-counts"))
 
         # a trainer with another template: the heat-map renders with the trainer's, so the ids match the model
         app.trainer_factory = scripted_factory(tokenizer=app.workspace.tokenizer("char"), template=get_template("chatml"))

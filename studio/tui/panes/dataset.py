@@ -25,6 +25,7 @@ from studio import data
 from studio.lint import FLAG_MEANINGS
 from studio.templates import get_template, rendered_text
 from studio.terminal import visible
+from studio.tui.chat_backend import ModelChoice
 from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected
 from studio.tui.screens.open_dataset import OpenDatasetScreen
@@ -68,6 +69,7 @@ class DatasetPane(Widget):
         self.previewed: int | None = None  # the conversation in the preview (the table's cursor)
         self.instruction_width = 40
         self.losses: list[float | None] | None = None  # per conversation, when sorted worst first (key w)
+        self.loss_checkpoint: str | None = None  # the checkpoint those losses are of (None: the studio's run)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dataset-list"):
@@ -314,18 +316,21 @@ class DatasetPane(Widget):
             self.app.call_from_thread(self.notify, user_message(error), title="Cannot sort by loss", severity="error")
             return
         if not worker.is_cancelled and workspace is self.workspace:
-            self.app.call_from_thread(self._show_losses, losses, choices[0].label)
+            self.app.call_from_thread(self._show_losses, losses, choices[0])
 
-    def _show_losses(self, losses: list, label: str) -> None:
+    def _show_losses(self, losses: list, model: ModelChoice) -> None:
         self.losses, self.previewed = losses, None  # the cursor goes to the worst
+        self.loss_checkpoint = model.key if model.kind == "checkpoint" else None
         self._apply_filter(self.query_one("#dataset-filter", Input).value)
-        self.notify(f"worst first by the loss of {label}; enter shows an example's heat-map", markup=False)
+        self.notify(f"worst first by the loss of {model.label}; enter shows an example's heat-map", markup=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """enter on an example: its loss heat-map in the mask pane."""
         self._select(int(event.row_key.value))  # every row has its conversation's index as key
         self.app.action_show_pane("mask")
-        self.app.query_one("MaskPane").heatmap = True
+        mask = self.app.query_one("MaskPane")
+        mask.heat_checkpoint = self.loss_checkpoint if self.losses is not None else None
+        mask.heatmap = True
 
     # ── status and preview ────────────────────────────────────────────────
     def _show_status(self) -> None:

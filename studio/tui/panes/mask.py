@@ -3,7 +3,8 @@
 Keys switch the template, the tokenizer and train-on-prompt (the App's `mask_settings`, which the
 dataset pane's counts and flags follow too); the examples are cut at the context the train pane's
 form would train with (`mask_settings.context`). The heat-map colours each trained token by the
-model's current loss on it, refreshed every few seconds while training runs and the pane is shown.
+model's current loss on it, refreshed every few seconds while training runs and the pane is shown; with
+no run, by the checkpoint the dataset pane sorted its examples by (`heat_checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from studio.mask_view import counts_text, legend
 from studio.masking import Example
 from studio.metrics import IDLE, LOADING
 from studio.templates import get_template
+from studio.training_run import CheckpointScorer
 from studio.tui.errors import user_message
 from studio.tui.widgets.token_view import TokenView
 from studio.tui.workspace import MaskSettings, Workspace
@@ -33,10 +35,10 @@ HEAT_REFRESH_S = 3.0
 
 @dataclass(frozen=True)
 class HeatMap:
-    """Per-token losses of the selected conversation as the run's model sees it."""
+    """Per-token losses of the selected conversation as the heat source's model sees it."""
 
     examples: list[Example]
-    tokenizer: object  # the run's: the ids of `examples` are the model's
+    tokenizer: object  # the model's: the ids of `examples` are the model's
     losses: list[list[float | None]]  # parallel to examples' tokens
     step: int
     note: str  # why the tokens may differ from the pane's settings ("" when they do not)
@@ -57,12 +59,13 @@ class MaskPane(Widget):
     ]
 
     heatmap: reactive[bool] = reactive(False)
+    heat_checkpoint: str | None = None  # the checkpoint the dataset pane sorted by: the heat-map's model when no run has one
 
     def __init__(self) -> None:
         super().__init__()
         self.examples: list[Example] = []
         self.heat: HeatMap | None = None
-        self._heat_version = -1  # metrics version of the shown heat-map
+        self._heat_version: object = -1  # the heat source's version (metrics version, or checkpoint) of the shown heat-map
 
     def compose(self) -> ComposeResult:
         yield Static(id="mask-heading")
@@ -134,12 +137,15 @@ class MaskPane(Widget):
             self.notify(user_message(event.worker.error), title="Mask", severity="error")
 
     # ── heat-map ──────────────────────────────────────────────────────────
-    def _run_ready(self):
-        """The studio's run (trained here or watched) once it has a model, else None."""
+    def _heat_source(self) -> tuple[object | None, object]:
+        """(what scores the tokens, what changes when its weights do): the studio's run (trained here or
+        watched) once it has a model, else the checkpoint the dataset was sorted by, else (None, None)."""
         run = self.app.current_run
-        if run is None or self.app.metrics.status in (IDLE, LOADING) or not run.model_ready():
-            return None
-        return run
+        if run is not None and self.app.metrics.status not in (IDLE, LOADING) and run.model_ready():
+            return run, self.app.metrics.version
+        if self.heat_checkpoint is not None:
+            return CheckpointScorer(self.heat_checkpoint), self.heat_checkpoint
+        return None, None
 
     def on_show(self) -> None:
         self.call_after_refresh(self._refresh_heat)
@@ -147,25 +153,25 @@ class MaskPane(Widget):
     def _refresh_heat(self) -> None:
         if not self.heatmap or not self.is_on_screen:
             return
-        run, conversation = self._run_ready(), self._conversation()
-        if run is None or conversation is None or self.app.metrics.version == self._heat_version:
+        (source, version), conversation = self._heat_source(), self._conversation()
+        if source is None or conversation is None or version == self._heat_version:
             return
-        self._heat_version = self.app.metrics.version
-        self._compute_heat(run, conversation, self.app.mask_settings)
+        self._heat_version = version
+        self._compute_heat(source, conversation, self.app.mask_settings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="mask-heat")
-    def _compute_heat(self, run, conversation, settings: MaskSettings) -> HeatMap:
-        model = run.newest_model()
+    def _compute_heat(self, source, conversation, settings: MaskSettings) -> HeatMap:
+        model = source.newest_model()
         template, tokenizer = model.template, model.tokenizer
         pane_tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
         differences = []
         if template.name != settings.template:
             differences.append(f"template {template.name}")
         if pane_tokenizer is None or not tokenizer.same_as(pane_tokenizer):
-            differences.append(f"the run's {tokenizer.kind} tokenizer")
+            differences.append(f"the model's {tokenizer.kind} tokenizer")
         note = f"heat-map uses {' and '.join(differences)} so the ids match the model" if differences else ""
         examples = Workspace.examples(conversation, settings, template, tokenizer)
-        return HeatMap(examples, tokenizer, [run.token_losses(example) for example in examples], model.step, note)
+        return HeatMap(examples, tokenizer, [source.token_losses(example) for example in examples], model.step, note)
 
     # ── drawing ───────────────────────────────────────────────────────────
     def _redraw(self) -> None:
@@ -194,7 +200,8 @@ class MaskPane(Widget):
         view.show(self.examples, tokenizer, monochrome)
         text = self._counts(conversation)
         if self.heatmap:
-            text.append("\nheat-map: waiting for the model — start training in the train pane", style="italic")
+            text.append("\nheat-map: waiting for a model — train one (key 3), or sort the dataset by loss (w) and press enter",
+                        style="italic")
         counts.update(text)
 
     def _heading(self, conversation, settings: MaskSettings, tokenizer) -> Text:
