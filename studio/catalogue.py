@@ -51,6 +51,7 @@ class CheckpointEntry:
     template: str | None
     readable: bool = True
     family: str | None = None  # "llama · 1.2 M" for an imported Hugging Face model, None for the studio's GPT
+    model_type: str | None = None  # "llama": a Hugging Face model's type (it brings its own tokenizer); None for the studio's GPT
 
     @property
     def label(self) -> str:
@@ -82,8 +83,9 @@ def describe(path: str | Path) -> CheckpointEntry:
     try:
         config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         step, context = config.get("step"), config["model"].get("context_size")
-        family = describe_model(config["model"])
-        return CheckpointEntry(path, run, config.get("stage", "?"), step, context, config.get("template"), family=family)
+        family, model_type = describe_model(config["model"]), config["model"].get("model_type")
+        return CheckpointEntry(path, run, config.get("stage", "?"), step, context, config.get("template"), family=family,
+                               model_type=model_type if isinstance(model_type, str) else None)
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return CheckpointEntry(path, run, "", None, None, None, readable=False)
 

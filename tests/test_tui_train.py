@@ -254,7 +254,7 @@ async def test_changing_numbers_do_not_lay_the_screen_out(monkeypatch):
 
 async def test_an_imported_chat_model_in_from_trains_with_its_template_and_context():
     imported = ModelChoice("imported", "llama · 1.2 M · pretrain · step 0 · imported", "checkpoint", "pretrain",
-                           context=512, template=MODEL_TEMPLATE)
+                           context=512, template=MODEL_TEMPLATE, model_type="llama")  # its tokenizer: test_tui_model_tokenizer
     factory = RecordingFactory(step_seconds=0.001)
     app = StudioTestApp(SMALL_DATASET, trainer_factory=factory, chat_backend=FakeChatBackend(choices=[imported, BASE]))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -270,4 +270,5 @@ async def test_an_imported_chat_model_in_from_trains_with_its_template_and_conte
         assert (config.init_from, config.template) == ("imported", MODEL_TEMPLATE)
         pane.query_one("#train-init", Select).value = "base"  # the studio's own GPT: the mask pane's template again
         await settle(pilot)
-        assert f"{app.mask_settings.template} template" in str(pane.query_one("#train-data", Static).render())
+        assert (app.mask_settings.template, app.mask_settings.tokenizer) == ("comando", "char")
+        assert "comando template" in str(pane.query_one("#train-data", Static).render())

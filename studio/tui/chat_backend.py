@@ -29,6 +29,7 @@ class ModelChoice:
     stage: str = ""  # "pretrain" | "sft" | "": how the chat pane picks a base and a tuned model to compare
     context: int | None = None  # a checkpoint's model context: a run started from it trains with that context
     template: str | None = None  # a checkpoint's template: a run from an imported chat model keeps its `model` template
+    model_type: str | None = None  # a Hugging Face model's type ("qwen2"): the mask pane shows its own tokenizer
 
 
 class ChatError(Exception):
@@ -126,7 +127,7 @@ def _checkpoint_choice(path: Path, owner: str = "") -> ModelChoice:
     entry = catalogue.describe(path)
     if owner:  # the presenter's checkpoints in a visitor's studio
         entry = replace(entry, run=f"{owner}'s {entry.run}")
-    return ModelChoice(str(path), entry.label, "checkpoint", entry.stage, entry.context, entry.template)
+    return ModelChoice(str(path), entry.label, "checkpoint", entry.stage, entry.context, entry.template, entry.model_type)
 
 
 def _load(path: str) -> RunModel:

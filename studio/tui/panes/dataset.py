@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio import data
 from studio.lint import FLAG_MEANINGS
-from studio.templates import get_template, rendered_text
+from studio.templates import rendered_text
 from studio.terminal import visible
 from studio.tui.chat_backend import ModelChoice
 from studio.tui.errors import user_message
@@ -70,6 +70,7 @@ class DatasetPane(Widget):
         self.instruction_width = 40
         self.losses: list[float | None] | None = None  # per conversation, when sorted worst first (key w)
         self.loss_checkpoint: str | None = None  # the checkpoint those losses are of (None: the studio's run)
+        self.lint_problem: str | None = None  # why the last lint stopped (one line), None once one finishes
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dataset-list"):
@@ -113,6 +114,14 @@ class DatasetPane(Widget):
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "lint" and event.state == WorkerState.ERROR:  # e.g. a model's template it cannot use
+            problem = user_message(event.worker.error)
+            if problem != self.lint_problem:  # said once, not again at each relint (a context typed, a key pressed)
+                self.notify(problem, title="Cannot lint the dataset", severity="error", timeout=15)
+            self.lint_problem = problem
+            self.query_one("#dataset-status", Static).update(Text(visible(problem), style="red"))
+            self._show_preview()
+            return
         if event.worker.group != "dataset-load":
             return
         if event.state == WorkerState.ERROR:
@@ -189,6 +198,8 @@ class DatasetPane(Widget):
                 self.table.update_cell(str(index), "tokens", tokens_cell(linted))
                 self.table.update_cell(str(index), "flags", flags_cell(linted))
         self.lint_done += len(message.results)
+        if message.finished:
+            self.lint_problem = None
         if message.finished and self.query_one("#dataset-filter", Input).value.strip():
             self._apply_filter(self.query_one("#dataset-filter", Input).value)  # flags are searchable now
         self._show_status()
@@ -364,13 +375,17 @@ class DatasetPane(Widget):
         heading.append(f" · {conversation.format} · {conversation.source}")
         linted = self.linted[index]
         if linted is not None:
-            heading.append(f"\n{linted.tokens} tokens ({settings.template}, {settings.tokenizer})")
+            heading.append(f"\n{linted.tokens} tokens ({settings.template}, {settings.tokenizer_name})")
             if len(linted.parts) > 1:
                 heading.append(f", split in {len(linted.parts)} parts to fit {settings.context}")
             for flag in linted.flags:
                 heading.append(f"\n⚑ {flag}", style="bold yellow")
                 heading.append(f": {FLAG_MEANINGS[flag]}")
-        rendered = rendered_text(get_template(settings.template).render(conversation))
+        template = self.workspace.cached_template(settings)  # a model's: once the lint worker has built it
+        try:
+            text = Text(visible(rendered_text(template.render(conversation)))) if template else Text("…", style="italic")
+        except ValueError as error:  # a model's chat template that cannot render this conversation: one line
+            text = Text(visible(user_message(error)), style="red")
         self.query_one("#preview-heading", Static).update(heading)
-        self.query_one("#preview-text", Static).update(Text(visible(rendered)))
+        self.query_one("#preview-text", Static).update(text)
 

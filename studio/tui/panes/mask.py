@@ -2,9 +2,12 @@
 
 Keys switch the template, the tokenizer and train-on-prompt (the App's `mask_settings`, which the
 dataset pane's counts and flags follow too); the examples are cut at the context the train pane's
-form would train with (`mask_settings.context`). The heat-map colours each trained token by the
-model's current loss on it, refreshed every few seconds while training runs and the pane is shown; with
-no run, by the checkpoint the dataset pane sorted its examples by (`heat_checkpoint`).
+form would train with (`mask_settings.context`). While that form starts from a Hugging Face model,
+the pane shows the model's own tokens through the template its checkpoint trains with (`model`: its
+chat template), and the tokenizer key cycles through the model's tokenizer too. The heat-map colours
+each trained token by the model's current loss on it, refreshed every few seconds while training runs
+and the pane is shown; with no run, by the checkpoint the dataset pane sorted its examples by
+(`heat_checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from studio.lint import FLAG_MEANINGS, conversation_flags
 from studio.mask_view import counts_text, legend
 from studio.masking import Example
 from studio.metrics import IDLE, LOADING
-from studio.templates import get_template
+from studio.templates import MODEL_TEMPLATE
+from studio.terminal import visible
 from studio.training_run import CheckpointScorer
 from studio.tui.errors import user_message
 from studio.tui.widgets.token_view import TokenView
-from studio.tui.workspace import MaskSettings, Workspace
+from studio.tui.workspace import MODEL_TOKENIZER, MaskSettings, Workspace
 
 HEAT_REFRESH_S = 3.0
 
@@ -52,8 +56,8 @@ class MaskPane(Widget):
         Binding("h", "toggle_heatmap", "Heat-map", id="mask.heatmap"),
     ]
     PALETTE = [
-        ("Next template", "cycle comando → alpaca → chatml", "cycle_template"),
-        ("Next tokenizer", "char ↔ BPE trained on the dataset", "cycle_tokenizer"),
+        ("Next template", "cycle comando → alpaca → chatml (→ the chosen model's own)", "cycle_template"),
+        ("Next tokenizer", "char ↔ BPE trained on the dataset (↔ the chosen model's own)", "cycle_tokenizer"),
         ("Toggle train on prompt", "train every token instead of the answers only", "toggle_train_on_prompt"),
         ("Toggle loss heat-map", "colour trained tokens by the model's loss", "toggle_heatmap"),
     ]
@@ -66,6 +70,7 @@ class MaskPane(Widget):
         self.examples: list[Example] = []
         self.heat: HeatMap | None = None
         self._heat_version: object = -1  # the heat source's version (metrics version, or checkpoint) of the shown heat-map
+        self.problem: str | None = None  # why the example cannot be shown (one line), e.g. a template it cannot use
 
     def compose(self) -> ComposeResult:
         yield Static(id="mask-heading")
@@ -81,7 +86,10 @@ class MaskPane(Widget):
 
     # ── actions ───────────────────────────────────────────────────────────
     def action_cycle_template(self) -> None:
-        self.app.mask_settings = self.app.mask_settings.with_next_template()
+        settings, workspace = self.app.mask_settings, self.app.workspace
+        tokenizer = workspace.cached_tokenizer(settings) if workspace is not None else None
+        offer_model = getattr(tokenizer, "chat_template", None) is not None  # a model's tokenizer with a chat template
+        self.app.mask_settings = settings.with_next_template(offer_model)
 
     def action_cycle_tokenizer(self) -> None:
         self.app.mask_settings = self.app.mask_settings.with_next_tokenizer()
@@ -109,27 +117,38 @@ class MaskPane(Widget):
     def _rebuild(self, *_) -> None:
         conversation = self._conversation()
         settings: MaskSettings = self.app.mask_settings
-        if conversation is None:
-            self.examples = []
-        else:
-            tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
-            if tokenizer is None:
-                self.examples = []
-                self._train_tokenizer(self.app.workspace, settings.tokenizer)
+        self.examples, self.problem = [], None
+        if conversation is not None:
+            view = self.app.workspace.cached_view(settings)
+            if view is None:
+                self._prepare_view(self.app.workspace, settings)
             else:
-                self.examples = Workspace.examples(conversation, settings, get_template(settings.template), tokenizer)
+                try:
+                    self.examples = Workspace.examples(conversation, settings, *view)
+                except ValueError as error:  # e.g. a chat template that rewrites earlier turns: one line, in the pane
+                    self.problem = user_message(error)
         self.heat, self._heat_version = None, -1  # the shown heat-map was another example's, or other settings'
         if self.heatmap:
             self._refresh_heat()
         self._redraw()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="mask-tokenizer")
-    def _train_tokenizer(self, workspace: Workspace, kind: str) -> None:
-        workspace.tokenizer(kind)
+    def _prepare_view(self, workspace: Workspace, settings: MaskSettings) -> tuple[MaskSettings, str | None]:
+        """Train a BPE, or read a model's tokenizer and build its chat template: (settings, the problem or None)."""
+        try:
+            workspace.view(settings)
+        except ValueError as error:  # a model folder or template the studio refuses: one line, shown in the pane
+            return settings, user_message(error)
+        return settings, None
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "mask-tokenizer" and event.state == WorkerState.SUCCESS:
-            self._rebuild()
+            settings, problem = event.worker.result
+            if problem is None:
+                self._rebuild()
+            elif settings == self.app.mask_settings:  # not a problem of settings changed since
+                self.problem = problem
+                self._redraw()
         elif event.worker.group == "mask-heat" and event.state == WorkerState.SUCCESS and self.heatmap:
             self.heat = event.worker.result
             self._redraw()
@@ -163,7 +182,7 @@ class MaskPane(Widget):
     def _compute_heat(self, source, conversation, settings: MaskSettings) -> HeatMap:
         model = source.newest_model()
         template, tokenizer = model.template, model.tokenizer
-        pane_tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
+        pane_tokenizer = self.app.workspace.cached_tokenizer(settings)
         differences = []
         if template.name != settings.template:
             differences.append(f"template {template.name}")
@@ -186,12 +205,18 @@ class MaskPane(Widget):
             counts.update("")
             view.show([], None)
             return
-        if not self.examples:
-            heading.update(Text(f"training the {settings.tokenizer} tokenizer on the dataset…", style="italic"))
+        if self.problem is not None:
+            heading.update(Text.assemble((f"#{self.app.selected_index}", "bold"), f" {visible(conversation.source)}\n",
+                                         (visible(self.problem), "bold red")))
             counts.update("")
             view.show([], None)
             return
-        tokenizer = self.app.workspace.cached_tokenizer(settings.tokenizer)
+        if not self.examples:
+            heading.update(Text(self._preparing(settings), style="italic"))
+            counts.update("")
+            view.show([], None)
+            return
+        tokenizer = self.app.workspace.cached_tokenizer(settings)
         heading.update(self._heading(conversation, settings, tokenizer))
         if self.heatmap and self.heat is not None:
             view.show(self.heat.examples, self.heat.tokenizer, monochrome, self.heat.losses)
@@ -204,6 +229,13 @@ class MaskPane(Widget):
                         style="italic")
         counts.update(text)
 
+    @staticmethod
+    def _preparing(settings: MaskSettings) -> str:
+        if settings.tokenizer != MODEL_TOKENIZER:
+            return f"training the {settings.tokenizer} tokenizer on the dataset…"
+        chat = " and its chat template" if settings.template == MODEL_TEMPLATE else ""
+        return f"reading the {settings.tokenizer_name} model's tokenizer{chat}…"
+
     def _heading(self, conversation, settings: MaskSettings, tokenizer) -> Text:
         heading = Text()
         heading.append(f"#{self.app.selected_index}", style="bold")
@@ -211,6 +243,8 @@ class MaskPane(Widget):
         heading.append("template ")
         heading.append(settings.template, style="bold")
         heading.append(" · tokenizer ")
+        if settings.tokenizer == MODEL_TOKENIZER:
+            heading.append(f"{settings.tokenizer_name} ", style="bold")  # "qwen2 hf BPE (151665 tokens)"
         heading.append(tokenizer.describe(), style="bold")
         heading.append(" · train on prompt ")
         if settings.train_on_prompt:

@@ -1,7 +1,9 @@
 """The train pane's settings form: stage, starting checkpoint, preset, numbers, device, and the buttons.
 
 The form turns into a TrainConfig (`config`) and tells the App the context it would train with
-(`app.mask_settings.context`), so that the mask and dataset panes cut examples where this run would.
+(`app.mask_settings.context`), so that the mask and dataset panes cut examples where this run would,
+and the Hugging Face model it starts from (`app.mask_settings.model`), so that they show that model's
+own tokens through the template its checkpoint trains with.
 The pane drives it: it hands over the devices once torch has loaded, the checkpoints to start
 from, and the run's status (a running run locks the form). TrainConfig is torch-free
 (studio.train_config): the form fills its placeholders and validates before torch has loaded.
@@ -21,9 +23,9 @@ from textual.widgets import Button, Input, Label, Select, Static
 from studio.metrics import ACTIVE, LOADING, PAUSED, RUNNING
 from studio.paths import DEFAULT_CORPUS
 from studio.presets import DEFAULT_PRESET, PRESETS
-from studio.templates import MODEL_TEMPLATE
 from studio.train_config import DEVICES, STAGES, TrainConfig
 from studio.tui.threads import usable_cores
+from studio.tui.workspace import ChosenModel
 
 CONTEXT_TYPING_PAUSE_S = 0.3
 
@@ -113,15 +115,15 @@ class TrainForm(VerticalScroll):
             self.query_one("#train-init", Select).clear()  # the new stage's default: SFT from the newest base
             self._show_data()
         elif event.select.id in ("train-preset", "train-init"):
-            self._share_context()
-            self._show_data()  # a model with its own chat template trains with it
+            self._share_settings()
+            self._show_data()
 
     @on(Input.Changed, "#train-context_size")
     def _context_changed(self) -> None:
         # once typing pauses: every shared context relints the whole dataset, and "128" typed is "1", "12" first
         if self._context_typed is not None:
             self._context_typed.stop()
-        self._context_typed = self.set_timer(CONTEXT_TYPING_PAUSE_S, self._share_context)
+        self._context_typed = self.set_timer(CONTEXT_TYPING_PAUSE_S, self._share_settings)
 
     # ------------------------------------------------------------------------------------ the config
 
@@ -130,7 +132,7 @@ class TrainForm(VerticalScroll):
         mask = self.app.mask_settings  # train what the mask pane shows
         settings: dict[str, object] = {
             "dataset": str(self.app.dataset_path),
-            "template": self._template(),
+            "template": mask.template,
             "train_on_prompt": mask.train_on_prompt,
             "stage": self.query_one("#train-stage", Select).value,
             "preset": self.query_one("#train-preset", Select).value,
@@ -167,20 +169,12 @@ class TrainForm(VerticalScroll):
         else:
             mask = self.app.mask_settings
             trained = "every token" if mask.train_on_prompt else "answers only"
-            text = f"data: {self.app.dataset_path.name}\n{self._template()} template, {trained}"
+            text = f"data: {self.app.dataset_path.name}\n{mask.template} template, {trained}"
         self.query_one("#train-data", Static).update(text)
 
     def _chosen_checkpoint(self):
         init_from = self.query_one("#train-init", Select).value
         return next((choice for choice in self._checkpoints if choice.key == init_from), None)
-
-    def _template(self) -> str:
-        """The mask pane's template, or `model` when starting from a model with its own chat template (an imported
-        Hugging Face chat model): its answers must keep the format it was tuned with."""
-        chosen = self._chosen_checkpoint()
-        if chosen is not None and chosen.template == MODEL_TEMPLATE:
-            return MODEL_TEMPLATE
-        return self.app.mask_settings.template
 
     def _form_context(self) -> int:
         """The context the form would train with: the Context field's, else that of the checkpoint it starts from,
@@ -191,12 +185,19 @@ class TrainForm(VerticalScroll):
         chosen = self._chosen_checkpoint()
         return (chosen.context if chosen else None) or PRESETS[self.query_one("#train-preset", Select).value].context_size
 
-    def _share_context(self) -> None:
-        """Make app.mask_settings.context the form's: the mask pane and the dataset's counts and flags then cut the
-        examples where this run would."""
-        context = self._form_context()
-        if context != self.app.mask_settings.context:
-            self.app.mask_settings = replace(self.app.mask_settings, context=context)
+    def _share_settings(self) -> None:
+        """Make app.mask_settings the form's: its context, so the mask pane and the dataset's counts and flags cut
+        the examples where this run would; and the Hugging Face model it starts from, whose own tokenizer and the
+        template its checkpoint trains with (`model` for an imported chat model) they then show, and this run
+        trains with (an imported chat model's answers keep the format it was tuned with)."""
+        settings = replace(self.app.mask_settings, context=self._form_context())
+        chosen = self._chosen_checkpoint()
+        if chosen is not None and chosen.model_type is not None:
+            if settings.model is None or settings.model.path != chosen.key:
+                settings = settings.with_model(ChosenModel(chosen.key, chosen.model_type), chosen.template)
+        else:
+            settings = settings.without_model()
+        self.app.mask_settings = settings  # an equal value notifies no one
 
     def _show_device(self) -> None:
         if self.devices is not None:
