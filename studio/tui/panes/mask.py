@@ -56,8 +56,8 @@ class MaskPane(Widget):
         Binding("h", "toggle_heatmap", "Heat-map", id="mask.heatmap"),
     ]
     PALETTE = [
-        ("Next template", "cycle comando → alpaca → chatml (→ the chosen model's own)", "cycle_template"),
-        ("Next tokenizer", "char ↔ BPE trained on the dataset (↔ the chosen model's own)", "cycle_tokenizer"),
+        ("Next template", "comando → alpaca → chatml (→ a chosen model's own)", "cycle_template"),
+        ("Next tokenizer", "char ↔ BPE of the dataset (↔ the From model's own)", "cycle_tokenizer"),
         ("Toggle train on prompt", "train every token instead of the answers only", "toggle_train_on_prompt"),
         ("Toggle loss heat-map", "colour trained tokens by the model's loss", "toggle_heatmap"),
     ]
