@@ -121,3 +121,15 @@ def write_sentencepiece_folder(folder: Path, start_mark: str, texts: list[str]) 
               "unk_token": "<unk>", "chat_template": INST_TEMPLATE}
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
+
+
+def trained_runs(example) -> list[str]:
+    """An Example's runs of characters covered by trained tokens that are not special tokens, in order."""
+    covered = {i for token in example.tokens if token.trained and token.special is None for i in range(token.start, token.end)}
+    runs, current = [], ""
+    for index, char in enumerate(example.text):
+        if index in covered:
+            current += char
+        elif current:
+            runs, current = runs + [current], ""
+    return runs + ([current] if current else [])

@@ -14,6 +14,7 @@ from hf_tokenizer_helpers import (
     QWEN2_GENERATION_TEMPLATE,
     as_messages,
     oracle,
+    trained_runs,
     write_sentencepiece_folder,
     write_tokenizer_folder,
 )
@@ -53,18 +54,6 @@ def oracle_for(folder):
 
 def conversation_texts(path):
     return [m["content"] for line in path.read_text().splitlines() for m in json.loads(line)["messages"]]
-
-
-def trained_runs(example):
-    """Runs of characters covered by trained tokens that are not special tokens, in order."""
-    covered = {i for token in example.tokens if token.trained and token.special is None for i in range(token.start, token.end)}
-    runs, current = [], ""
-    for index, char in enumerate(example.text):
-        if index in covered:
-            current += char
-        elif current:
-            runs, current = runs + [current], ""
-    return runs + ([current] if current else [])
 
 
 @pytest.mark.parametrize("path", REAL_DATA)

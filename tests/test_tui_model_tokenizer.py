@@ -10,7 +10,7 @@ from textual.widgets import Input, Select, Static
 
 from fakes import wait_until
 from hf_fixtures import save_tiny_chat_model, save_tiny_model
-from hf_tokenizer_helpers import DROPS_REASONING_TEMPLATE, write_tokenizer_folder
+from hf_tokenizer_helpers import DROPS_REASONING_TEMPLATE, trained_runs, write_tokenizer_folder
 from studio import cli
 from studio.metrics import RUNNING
 from studio.models.hf_tokenizer import load_pretrained_tokenizer
@@ -75,12 +75,6 @@ def json_rows(payload) -> list[tuple]:
     return [(t["id"], t["start"], t["end"], t["trained"]) for t in payload["tokens"]]
 
 
-def trained_texts(example) -> list[str]:
-    """The runs of text covered by trained tokens, special tokens left out."""
-    covered = {i for t in example.tokens if t.trained and t.special is None for i in range(t.start, t.end)}
-    return [run for run in "".join(c if i in covered else "\0" for i, c in enumerate(example.text)).split("\0") if run]
-
-
 async def test_an_imported_model_in_from_shows_its_tokens_and_chat_template(qwen, capsys):
     folder, root = qwen
     # the Hugging Face folder itself, as a person has it (read before the app runs: it captures stdout)
@@ -97,7 +91,7 @@ async def test_an_imported_model_in_from_shows_its_tokens_and_chat_template(qwen
         assert token_rows(example.tokens) == json_rows(expected)
         assert example.text == expected["text"]
         conversation = app.workspace.conversations[0]
-        assert trained_texts(example) == [turn.text for turn in conversation.turns if turn.role == "assistant"]
+        assert trained_runs(example) == [turn.text for turn in conversation.turns if turn.role == "assistant"]
         assert "<|im_start|>" in str(app.query_one("#token-text", Static).content)
         assert app.query_one(DatasetPane).linted[0].tokens == len(example.tokens)  # the dataset pane lints the same way
         assert "model template" in str(train.query_one("#train-data", Static).render())
