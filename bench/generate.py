@@ -20,12 +20,11 @@ import torch
 
 from studio import data, paths
 from studio.generate import stream_reply
-from studio.lint import conversation_texts
+from studio.lint import dataset_tokenizer
 from studio.masking import prompt_ids
 from studio.model import GPT, GPTConfig
 from studio.sampling import SamplingConfig
 from studio.templates import get_template
-from studio.tokenizer import train_tokenizer
 
 from notebook_baseline import build_notebook_model, generate_recompute  # beside this script, which Python puts on sys.path
 
@@ -87,7 +86,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     conversations = data.load(paths.DEFAULT_DATASET).conversations
-    tokenizer = train_tokenizer("char", (text for c in conversations for text in conversation_texts(c)))
+    tokenizer = dataset_tokenizer("char", conversations)
     template = get_template("comando")
     questions = [c.without_last_answer() for c in conversations[: args.prompts]]
     threads = torch.get_num_threads() if args.device == "cpu" else None

@@ -35,12 +35,13 @@ from notebook_baseline import build_notebook_model, notebook_step, padded_rows  
 
 from studio import data, paths  # noqa: E402
 from studio.devices import cpu_has_native_bf16  # noqa: E402
-from studio.lint import conversation_texts  # noqa: E402
+from studio.lint import dataset_tokenizer  # noqa: E402
 from studio.masking import build_examples  # noqa: E402
 from studio.metrics import Metrics  # noqa: E402
-from studio.model import GPT, PRESETS, Preset, model_config  # noqa: E402
+from studio.model import GPT, model_config  # noqa: E402
+from studio.presets import PRESETS, Preset  # noqa: E402
+from studio.rows import row_tokens  # noqa: E402
 from studio.templates import get_template  # noqa: E402
-from studio.tokenizer import train_tokenizer  # noqa: E402
 from studio.train import Trainer  # noqa: E402
 from studio.train_config import TrainConfig  # noqa: E402
 
@@ -75,8 +76,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, trials: int = 5) -> float:
 
 def bundled_examples(context: int):
     conversations = data.load(paths.DEFAULT_DATASET).conversations
-    tokenizer = train_tokenizer("char", (t for c in conversations for t in conversation_texts(c)))
-    report = build_examples(conversations, get_template("comando"), tokenizer, context + 1)
+    tokenizer = dataset_tokenizer("char", conversations)
+    report = build_examples(conversations, get_template("comando"), tokenizer, row_tokens(context))
     return report.examples, tokenizer
 
 
@@ -116,7 +117,7 @@ def notebook(shape: dict, steps: int, examples, tokenizer) -> Result:
     model = build_notebook_model(tokenizer.vocab_size, context, shape["d_model"], shape["n_heads"], shape["n_layers"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
     X, Y, MASK = padded_rows(examples, context, tokenizer.pad_id)
-    lengths = torch.tensor([min(len(ex.ids), context + 1) - 1 for ex in examples])
+    lengths = torch.tensor([min(len(ex.ids), row_tokens(context)) - 1 for ex in examples])
     generator = torch.Generator().manual_seed(0)
     rows = [torch.randint(0, X.size(0), (batch_size,), generator=generator) for _ in range(WARMUP_STEPS + steps)]
     for idx in rows[:WARMUP_STEPS]:

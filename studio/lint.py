@@ -17,7 +17,7 @@ from studio.data import Conversation
 from studio.masking import Example, conversation_examples
 from studio.templates import Template
 from studio.terminal import has_control_characters
-from studio.tokenizer import Tokenizer
+from studio.tokenizer import Tokenizer, train_tokenizer
 
 ALL_MASKED = "all-masked"
 EOS_NOT_TRAINED = "eos-not-trained"
@@ -54,6 +54,11 @@ def dataset_texts(conversations: Iterable[Conversation]) -> Iterator[str]:
     """Every text of the conversations, in order: what a tokenizer is trained on for this dataset."""
     for conversation in conversations:
         yield from conversation_texts(conversation)
+
+
+def dataset_tokenizer(kind: str, conversations: Iterable[Conversation], bpe_vocab_size: int = 4096) -> Tokenizer:
+    """A tokenizer of `kind` (tokenizer.TRAINABLE_KINDS) trained on every text of a dataset's conversations."""
+    return train_tokenizer(kind, dataset_texts(conversations), bpe_vocab_size)
 
 
 def conversation_flags(conversation: Conversation, parts: list[Example], duplicate: bool) -> list[str]:

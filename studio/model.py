@@ -2,7 +2,7 @@
 
 One file, no framework: a config dataclass, the model, and the KV cache used to
 generate answers token by token. The size presets the app offers live in the torch-free
-studio.presets (the TUI reads them before torch has loaded); they are imported from here too.
+studio.presets (the TUI reads them before torch has loaded).
 """
 
 import math
@@ -13,8 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from studio.models.interface import masked_loss
-from studio.rows import IGNORE as IGNORE_INDEX  # noqa: F401  (tests import it from here)
-from studio.presets import PRESETS, Preset  # noqa: F401  (Preset: callers import it from here)
+from studio.presets import PRESETS
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import fields
 import torch
 
 from studio import checkpoint
-from studio.model import PRESETS
+from studio.presets import PRESETS
 from studio.models.source import load_model_source
 from studio.train_config import TrainConfig, TrainingError
 

@@ -28,10 +28,11 @@ from studio.batching import Batch
 from studio.devices import autocast, resolve_device, training_precision, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.keeping import DivergenceGuard, probe_loss, rescue_save
-from studio.lint import dataset_texts
+from studio.lint import dataset_tokenizer
 from studio.masking import Example
 from studio.metrics import DONE, FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOPPING, Metrics, StepRecord
-from studio.model import GPT, PRESETS, model_config
+from studio.model import GPT, model_config
+from studio.presets import PRESETS
 from studio.models.interface import LanguageModel
 from studio.optim import make_optimizer
 from studio.run_control import RunControl
@@ -167,14 +168,14 @@ class Trainer:
         self.template = get_template(config.template, source.tokenizer if source else None)
         if config.stage == "sft":
             conversations, data_path = load_conversations(config, self._event)
-            texts = dataset_texts(conversations)
         else:
             corpus, data_path = load_corpus(config)
-            texts = corpus.splitlines()
         if source and not config.resume:  # characters the model has never seen get rows of their own
             grow_source_vocabulary(source, rendered_texts(conversations, self.template) if config.stage == "sft" else [corpus], self._event)
         preset = PRESETS[config.preset]
-        self.tokenizer = source.tokenizer if source else train_tokenizer(preset.tokenizer, texts, preset.bpe_vocab_size)
+        self.tokenizer = source.tokenizer if source else (
+            dataset_tokenizer(preset.tokenizer, conversations, preset.bpe_vocab_size) if config.stage == "sft"
+            else train_tokenizer(preset.tokenizer, corpus.splitlines(), preset.bpe_vocab_size))
         model = source.model if source else GPT(model_config(config.preset, self.tokenizer.vocab_size, context_size=config.context_size))
         context = model.config.context_size
         if config.stage == "sft":

@@ -7,18 +7,16 @@ from studio import data
 from studio.cli import main
 from studio.data import Conversation, Turn
 from studio.lint import (ALL_MASKED, DUPLICATE, EMPTY_RESPONSE, EOS_NOT_TRAINED, MOJIBAKE, RESPONSE_TRUNCATED,
-                         conversation_texts, iter_lint, lint_dataset)
+                         dataset_tokenizer, iter_lint, lint_dataset)
 from studio.masking import IGNORE, build_example, build_examples, fit_to_context, prompt_ids
 from studio.templates import TEMPLATES, get_template
-from studio.tokenizer import train_tokenizer
 
 DATA = Path(__file__).parent / "data"
 MULTI_TURN_FILES = ["fastchat_sharegpt_sample.json", "fastchat_messages_sample.jsonl"]
 
 
 def tokenizer_for(kind, conversations):
-    texts = [t for c in conversations for t in conversation_texts(c)]
-    return train_tokenizer(kind, texts, bpe_vocab_size=600)
+    return dataset_tokenizer(kind, conversations, bpe_vocab_size=600)
 
 
 def trained_runs(payload):

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from studio.model import GPT, IGNORE_INDEX, PRESETS, GPTConfig, KVCache, model_config
+from studio.model import GPT, GPTConfig, KVCache, model_config
+from studio.presets import PRESETS
+from studio.rows import IGNORE as IGNORE_INDEX
 
 
 def tiny_config(**overrides) -> GPTConfig:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from studio import paths
-from studio.model import PRESETS, Preset
+from studio.presets import PRESETS, Preset
 
 TEST_PRESET = "test"
 

@@ -15,14 +15,13 @@ from studio.cli.common import (
     invalid_records_error,
     load_conversations,
 )
-from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_texts, lint_dataset
+from studio.lint import ALL_MASKED, FLAG_MEANINGS, dataset_tokenizer, lint_dataset
 from studio.mask_view import counts_text, legend, mask_text, part_banner
 from studio.masking import mask_json
 from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.rows import row_tokens
 from studio.templates import MODEL_TEMPLATE, get_template
 from studio.terminal import visible
-from studio.tokenizer import train_tokenizer
 
 DEFAULT_TEMPLATE = "comando"
 
@@ -32,7 +31,7 @@ def _template_and_tokenizer(args, conversations):
     if args.model is not None:
         tokenizer = load_pretrained_tokenizer(args.model)
         return get_template(args.template or MODEL_TEMPLATE, tokenizer), tokenizer
-    tokenizer = train_tokenizer(args.tokenizer, dataset_texts(conversations), args.bpe_vocab)
+    tokenizer = dataset_tokenizer(args.tokenizer, conversations, args.bpe_vocab)
     return get_template(args.template or DEFAULT_TEMPLATE), tokenizer
 
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from studio.data import Conversation, LoadResult
-from studio.lint import conversation_texts, dataset_texts, iter_lint
+from studio.lint import conversation_texts, dataset_tokenizer, iter_lint
 from studio.masking import Example, conversation_examples
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.rows import row_tokens
 from studio.models.hf_tokenizer import load_pretrained_tokenizer
 from studio.templates import MODEL_TEMPLATE, TEMPLATES, Template, get_template
-from studio.tokenizer import TRAINABLE_KINDS, Tokenizer, train_tokenizer
+from studio.tokenizer import TRAINABLE_KINDS, Tokenizer
 
 MODEL_TOKENIZER = "model"  # MaskSettings.tokenizer: the chosen model's own, not one trained on the dataset
 
@@ -152,8 +152,7 @@ class Workspace:
         """The tokenizer of `kind` trained on this dataset; the first BPE call trains it (call off the UI thread)."""
         with self._tokenizer_lock:
             if kind not in self._tokenizers:
-                texts = dataset_texts(self.conversations)
-                self._tokenizers[kind] = train_tokenizer(kind, texts)
+                self._tokenizers[kind] = dataset_tokenizer(kind, self.conversations)
             return self._tokenizers[kind]
 
     def view(self, settings: MaskSettings) -> tuple[Template, Tokenizer]:
