@@ -72,23 +72,18 @@ class StudioApp(App):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # classes on the screen: panes collapse when narrow
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
-        Binding("1,f1", "show_pane('dataset')", "Dataset", show=False, id="pane.dataset"),
-        Binding("2,f2", "show_pane('mask')", "Mask", show=False, id="pane.mask"),
-        Binding("3,f3", "show_pane('train')", "Train", show=False, id="pane.train"),
-        Binding("4,f4", "show_pane('chat')", "Chat", show=False, id="pane.chat"),
-        Binding("5,f5", "show_pane('evaluate')", "Evaluate", show=False, id="pane.evaluate"),
-        Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("1,f1", "show_pane('dataset')", "Dataset", show=False,
+                tooltip="the examples, filter, lint flags", id="pane.dataset"),
+        Binding("2,f2", "show_pane('mask')", "Mask", show=False, tooltip="which tokens are trained", id="pane.mask"),
+        Binding("3,f3", "show_pane('train')", "Train", show=False,
+                tooltip="start, watch and stop training", id="pane.train"),
+        Binding("4,f4", "show_pane('chat')", "Chat", show=False, tooltip="talk to the model", id="pane.chat"),
+        Binding("5,f5", "show_pane('evaluate')", "Evaluate", show=False,
+                tooltip="rate two models' answers, blind; automatic metrics", id="pane.evaluate"),
+        Binding("question_mark", "help", "Help",
+                tooltip="keys and what the mask colours and glyphs mean", id="app.help"),
+        Binding("q", "quit", "Quit", tooltip="stops training first, saving a checkpoint", id="app.quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, id="app.quit_ctrl_c"),
-    ]
-    PALETTE = [
-        ("Show the dataset pane", "the examples, filter, lint flags", "show_pane('dataset')"),
-        ("Show the mask pane", "which tokens are trained", "show_pane('mask')"),
-        ("Show the train pane", "start, watch and stop training", "show_pane('train')"),
-        ("Show the chat pane", "talk to the model", "show_pane('chat')"),
-        ("Show the evaluate pane", "rate two models' answers, blind; automatic metrics", "show_pane('evaluate')"),
-        ("Help", "keys and what the mask colours and glyphs mean", "help"),
-        ("Quit", "stops training first, saving a checkpoint", "quit"),
     ]
 
     workspace: var[Workspace | None] = var(None)

@@ -1,9 +1,10 @@
 """The command palette (ctrl+p): every action of the App and of every pane, searchable by name.
 
-The App and each pane list their actions in a class attribute `PALETTE = [(title, help, action), ...]`;
-choosing a pane's entry shows that pane first, then runs the action there. The palette adds the pane's
-name in front of the title ("Mask: Next template") and the bound keys after the help ("(key t)"), taken
-from the pane's BINDINGS: write titles and help texts without them, so they cannot drift from the keys.
+Each action is named once. A binding with a `tooltip` is a command: its description (the footer's word) is
+the title, its tooltip the help. An action without a key is listed in the class attribute
+`PALETTE = [(title, help, action), ...]`. Choosing a pane's entry shows that pane first, then runs the action
+there. The palette adds the pane's name in front of the title ("Mask: Template") and the bound keys after the
+help ("(key t)"): titles and help texts are written without them, so they cannot drift from the keys.
 """
 
 from __future__ import annotations
@@ -26,16 +27,26 @@ def action_keys(node: DOMNode) -> dict[str, tuple[str, list[str]]]:
     return found
 
 
+def commands(node: DOMNode) -> Iterator[tuple[str, str, str]]:
+    """(title, help, action) of every command of a node's class: its bindings with a tooltip, then its PALETTE."""
+    seen = set()
+    for binding in Binding.make_bindings(type(node).BINDINGS):
+        if binding.tooltip and binding.action not in seen:
+            seen.add(binding.action)
+            yield binding.description, binding.tooltip, binding.action
+    yield from getattr(type(node), "PALETTE", [])
+
+
 class PaneActionsProvider(Provider):
     def _entries(self) -> Iterator[tuple[str, str, Callable]]:
         app = self.app
         keys = action_keys(app)
-        for title, help_text, action in app.PALETTE:
+        for title, help_text, action in commands(app):
             yield title, _with_keys(help_text, keys.get(action)), partial(app.run_action, action)
         for pane in app.panes():
             pane_id = pane.parent.id  # the TabPane holding it
             keys = action_keys(pane)
-            for title, help_text, action in getattr(pane, "PALETTE", []):
+            for title, help_text, action in commands(pane):
                 run = partial(self._run_in_pane, pane_id, pane, action)
                 yield f"{pane_id.capitalize()}: {title}", _with_keys(help_text, keys.get(action)), run
 

@@ -29,28 +29,23 @@ class ChatPane(Widget):
     DEFAULT_FOCUS = "#chat-input"  # where the App puts the focus when the pane is shown
 
     BINDINGS = [
-        Binding("ctrl+o", "toggle_compare", "Compare", id="chat.compare"),
-        Binding("ctrl+n,f6", "choose_model", "Model", id="chat.choose_model"),  # f6: browsers keep ctrl+n (studio serve)
-        Binding("ctrl+l", "clear_history", "Clear", id="chat.clear"),
-        Binding("escape", "stop_answer", "Stop", id="chat.stop"),
-        Binding("ctrl+g", "toggle_greedy", "Greedy", id="chat.greedy"),
+        Binding("ctrl+o", "toggle_compare", "Compare",
+                tooltip="Ask two models the same thing side by side", id="chat.compare"),
+        Binding("ctrl+n,f6", "choose_model", "Model",
+                tooltip="The live model being trained, or a checkpoint", id="chat.choose_model"),  # f6: browsers keep ctrl+n (studio serve)
+        Binding("ctrl+l", "clear_history", "Clear", tooltip="Forget the conversation and start over", id="chat.clear"),
+        Binding("escape", "stop_answer", "Stop", tooltip="Stop generating; the text so far stays", id="chat.stop"),
+        Binding("ctrl+g", "toggle_greedy", "Greedy", tooltip="Always take the most likely token", id="chat.greedy"),
         # the sampling keys are listed on the settings line under the prompt, not in the footer
-        Binding("ctrl+t,ctrl+y", "temperature(1)", "Temp+", show=False, id="chat.temperature_up"),  # ctrl+y: browsers keep ctrl+t
-        Binding("ctrl+r", "temperature(-1)", "Temp-", show=False, id="chat.temperature_down"),
+        Binding("ctrl+t,ctrl+y", "temperature(1)", "Temp+", show=False,
+                tooltip="More varied answers", id="chat.temperature_up"),  # ctrl+y: browsers keep ctrl+t
+        Binding("ctrl+r", "temperature(-1)", "Temp-", show=False,
+                tooltip="More predictable answers", id="chat.temperature_down"),
         # priority: the prompt Input would take ctrl+k ("delete to the end of the line") first
-        Binding("ctrl+k", "next_top_k", "Top-k", show=False, priority=True, id="chat.top_k"),
+        Binding("ctrl+k", "next_top_k", "Top-k", show=False,
+                tooltip="Sample only among the k most likely tokens: off, 5, 20, 50", priority=True, id="chat.top_k"),
         Binding("pageup", "scroll_transcripts(-1)", "Scroll up", show=False, id="chat.page_up"),
         Binding("pagedown", "scroll_transcripts(1)", "Scroll down", show=False, id="chat.page_down"),
-    ]
-    PALETTE = [  # the palette adds "Chat: " and the keys
-        ("Compare base and tuned", "Ask two models the same thing side by side", "toggle_compare"),
-        ("Choose the model", "The live model being trained, or a checkpoint", "choose_model"),
-        ("Clear history", "Forget the conversation and start over", "clear_history"),
-        ("Stop the answer", "Stop generating; the text so far stays", "stop_answer"),
-        ("Temperature up", "More varied answers", "temperature(1)"),
-        ("Temperature down", "More predictable answers", "temperature(-1)"),
-        ("Next top-k", "Sample only among the k most likely tokens: off, 5, 20, 50", "next_top_k"),
-        ("Greedy on / off", "Always take the most likely token", "toggle_greedy"),
     ]
 
     def __init__(self) -> None:

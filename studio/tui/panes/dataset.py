@@ -38,17 +38,16 @@ FLAGGED = "flagged"  # search word every flagged conversation gets, so the filte
 class DatasetPane(Widget):
     DEFAULT_FOCUS = "#dataset-table"
     BINDINGS = [
-        Binding("slash", "focus_filter", "Filter", id="dataset.filter"),
-        Binding("o", "open_dataset", "Open", id="dataset.open"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="dataset.clear_filter"),
-        Binding("w", "sort_by_loss", "Worst first", id="dataset.sort_by_loss"),
+        Binding("slash", "focus_filter", "Filter",
+                tooltip="words, a lint flag name, 'flagged', or #index", id="dataset.filter"),
+        Binding("o", "open_dataset", "Open", tooltip="type a path or pick a file under datasets/", id="dataset.open"),
+        Binding("escape", "clear_filter", "Clear filter", show=False,
+                tooltip="show every example", id="dataset.clear_filter"),
+        Binding("w", "sort_by_loss", "Worst first",
+                tooltip="sort by the current model's loss on each; enter shows its heat-map", id="dataset.sort_by_loss"),
     ]
-    PALETTE = [
-        ("Open a dataset…", "type a path or pick a file under datasets/", "open_dataset"),
-        ("Filter the examples", "words, a lint flag name, 'flagged', or #index", "focus_filter"),
+    PALETTE = [  # palette-only commands (title, help, action); a bound key's tooltip puts it in the palette
         ("Show flagged examples only", "filter on 'flagged'", "show_flagged"),
-        ("Clear the filter", "show every example", "clear_filter"),
-        ("Worst examples first", "sort by the current model's loss on each; enter shows its heat-map", "sort_by_loss"),
     ]
 
     @dataclass

@@ -39,27 +39,23 @@ class EvaluatePane(Widget):
     DEFAULT_FOCUS = "#eval-body"
 
     BINDINGS = [
-        Binding("r", "answer", "Answer", id="evaluate.answer"),
-        Binding("x", "stop", "Stop", id="evaluate.stop"),
+        Binding("r", "answer", "Answer", tooltip="Models A and B answer every prompt of the set", id="evaluate.answer"),
+        Binding("x", "stop", "Stop", tooltip="Stop the models; the answers so far are kept", id="evaluate.stop"),
         Binding("j", "move(1)", "Next", id="evaluate.next"),
         Binding("k", "move(-1)", "Previous", id="evaluate.previous"),
-        Binding("b", "toggle_blind", "Blind", id="evaluate.blind"),
-        Binding("g", "toggle_greedy", "Greedy", id="evaluate.greedy"),
+        Binding("b", "toggle_blind", "Blind",
+                tooltip="Hide which model wrote which answer and shuffle the sides", id="evaluate.blind"),
+        Binding("g", "toggle_greedy", "Greedy",
+                tooltip="Greedy answers, or seeded sampling (temperature 0.8, top-k 40)", id="evaluate.greedy"),
         Binding("h,left", "side(0)", "Left", show=False, id="evaluate.left"),
         Binding("l,right", "side(1)", "Right", show=False, id="evaluate.right"),
-        Binding("e", "write('note')", "Note", id="evaluate.note"),
-        Binding("p", "write('prompt')", "Type prompt", show=False, id="evaluate.type_prompt"),
+        Binding("e", "write('note')", "Note",
+                tooltip="A free-text note on this prompt, saved with the ratings", id="evaluate.note"),
+        Binding("p", "write('prompt')", "Type prompt", show=False,
+                tooltip="Add a prompt of your own to the typed set", id="evaluate.type_prompt"),
         Binding("escape", "leave_input", "Leave", show=False, id="evaluate.leave_input"),
         *(Binding(key, f"criterion('{name}')", name, show=False, id=f"evaluate.{name}") for key, name, _ in CRITERIA),
         *(Binding(str(score), f"rate({score})", f"rate {score}", show=False, id=f"evaluate.rate{score}") for score in range(1, 6)),
-    ]
-    PALETTE = [
-        ("Answer the prompts", "Models A and B answer every prompt of the set", "answer"),
-        ("Stop answering", "Stop the models; the answers so far are kept", "stop"),
-        ("Blind mode on / off", "Hide which model wrote which answer and shuffle the sides", "toggle_blind"),
-        ("Greedy / sampled", "Greedy answers, or seeded sampling (temperature 0.8, top-k 40)", "toggle_greedy"),
-        ("Write a note", "A free-text note on this prompt, saved with the ratings", "write('note')"),
-        ("Type a prompt", "Add a prompt of your own to the typed set", "write('prompt')"),
     ]
 
     def __init__(self) -> None:

@@ -50,16 +50,14 @@ class HeatMap:
 
 class MaskPane(Widget):
     BINDINGS = [
-        Binding("t", "cycle_template", "Template", id="mask.template"),
-        Binding("k", "cycle_tokenizer", "Tokenizer", id="mask.tokenizer"),
-        Binding("p", "toggle_train_on_prompt", "Train on prompt", id="mask.train_on_prompt"),
-        Binding("h", "toggle_heatmap", "Heat-map", id="mask.heatmap"),
-    ]
-    PALETTE = [
-        ("Next template", "comando → alpaca → chatml (→ a chosen model's own)", "cycle_template"),
-        ("Next tokenizer", "char ↔ BPE of the dataset (↔ the From model's own)", "cycle_tokenizer"),
-        ("Toggle train on prompt", "train every token instead of the answers only", "toggle_train_on_prompt"),
-        ("Toggle loss heat-map", "colour trained tokens by the model's loss", "toggle_heatmap"),
+        Binding("t", "cycle_template", "Template",
+                tooltip="comando → alpaca → chatml (→ a chosen model's own)", id="mask.template"),
+        Binding("k", "cycle_tokenizer", "Tokenizer",
+                tooltip="char ↔ BPE of the dataset (↔ the From model's own)", id="mask.tokenizer"),
+        Binding("p", "toggle_train_on_prompt", "Train on prompt",
+                tooltip="train every token instead of the answers only", id="mask.train_on_prompt"),
+        Binding("h", "toggle_heatmap", "Heat-map",
+                tooltip="colour trained tokens by the model's loss", id="mask.heatmap"),
     ]
 
     heatmap: reactive[bool] = reactive(False)

@@ -34,23 +34,21 @@ class TrainPane(Widget):
     DEFAULT_FOCUS = "#train-start"  # where the App puts the focus when the pane is shown: enter starts
 
     BINDINGS = [
-        Binding("s", "start_training", "Start", id="train.start"),
-        Binding("space,p", "toggle_pause", "Pause/Resume", id="train.pause"),
-        Binding("x", "stop_training", "Stop", id="train.stop"),
-        Binding("l", "toggle_log_scale", "Log loss", id="train.log_scale"),
-        Binding("e", "edit_settings", "Settings", id="train.settings"),
-        Binding("a", "probe_timeline", "Answers", id="train.probe_timeline"),
-        Binding("w", "watch_run", "Watch a run", id="train.watch"),
+        Binding("s", "start_training", "Start",
+                tooltip="Start training with the settings of the Train tab", id="train.start"),
+        Binding("space,p", "toggle_pause", "Pause/Resume",
+                tooltip="Pause the running training, or resume it", id="train.pause"),
+        Binding("x", "stop_training", "Stop",
+                tooltip="Stop training; the model so far is saved as a checkpoint", id="train.stop"),
+        Binding("l", "toggle_log_scale", "Log loss",
+                tooltip="Plot log10(loss) to see the slow late progress", id="train.log_scale"),
+        Binding("e", "edit_settings", "Settings",
+                tooltip="Move to the form: stage, start from, preset, steps, …; tab moves on", id="train.settings"),
+        Binding("a", "probe_timeline", "Answers",
+                tooltip="The newest answers to the probe prompts, or one prompt's answers step by step", id="train.probe_timeline"),
+        Binding("w", "watch_run", "Watch a run",
+                tooltip="Follow a run started elsewhere (studio train in tmux, torchrun) from its files", id="train.watch"),
         Binding("escape", "leave_settings", "Leave the form", show=False, id="train.leave_settings"),
-    ]
-    PALETTE = [  # the palette adds "Train: " and the keys
-        ("Start", "Start training with the settings of the Train tab", "start_training"),
-        ("Pause / resume", "Pause the running training, or resume it", "toggle_pause"),
-        ("Stop", "Stop training; the model so far is saved as a checkpoint", "stop_training"),
-        ("Log scale", "Plot log10(loss) to see the slow late progress", "toggle_log_scale"),
-        ("Probe answers", "The newest answers to the probe prompts, or one prompt's answers step by step", "probe_timeline"),
-        ("Edit settings", "Move to the form: stage, start from, preset, steps, …; tab moves on", "edit_settings"),
-        ("Watch a run", "Follow a run started elsewhere (studio train in tmux, torchrun) from its files", "watch_run"),
     ]
 
     def __init__(self) -> None:

@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from studio.lint import FLAG_MEANINGS
 from studio.mask_view import legend
-from studio.tui.commands import action_keys
+from studio.tui.commands import action_keys, commands
 
 
 class HelpScreen(ModalScreen[None]):
@@ -40,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
         sections = [("Everywhere", self.app)] + [(pane.parent.id.capitalize(), pane) for pane in self.app.panes()]
         for section, node in sections:
             table.add_row(Text(section, style="italic"), "", "")
-            explanations = {action: help_text for _, help_text, action in getattr(node, "PALETTE", [])}
+            explanations = {action: help_text for _, help_text, action in commands(node)}
             for action, (description, keys) in action_keys(node).items():
                 table.add_row(" / ".join(keys), description, explanations.get(action, ""))
             if node is self.app:
