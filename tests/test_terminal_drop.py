@@ -23,7 +23,7 @@ PREAMBLE = """
 import sys
 from pathlib import Path
 from studio import paths
-from studio.model import PRESETS, Preset
+from studio.presets import PRESETS, Preset
 PRESETS["test"] = Preset("char", None, dict(context_size=64, d_model=32, n_heads=2, n_layers=2))
 paths.CHECKPOINTS_DIR = Path(sys.argv[1])
 from studio.cli import main
@@ -88,8 +88,8 @@ def test_dropped_terminal_under_the_studio_saves_a_loadable_checkpoint(tmp_path)
     pid, fd = _spawn(checkpoints, ["tui", "--dataset", str(DATASET)])
     _read_until(fd, lambda seen: b"palette" in seen, timeout=60)  # the footer is drawn: keys are read now
     os.write(fd, b"3")  # the train pane
-    _read_until(fd, lambda seen: b"Start" in seen, timeout=30)
-    os.write(fd, b"s")  # start
+    _read_until(fd, lambda seen: b"auto: " in seen, timeout=60)  # the form names the device: torch has loaded
+    os.write(fd, b"s")  # start (before torch has loaded, s only says "PyTorch is still loading")
     _read_until(fd, lambda _: _trained_a_step(checkpoints), timeout=120)
     status = _drop_terminal_and_wait(pid, fd)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 129

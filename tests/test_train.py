@@ -170,18 +170,7 @@ def test_pause_and_resume(tmp_path, dataset):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, dataset, monkeypatch):
-    forward = GPT.forward
-    calls = {"train": 0}
-
-    def poisoned(self, idx, targets=None, **kwargs):
-        logits, loss = forward(self, idx, targets, **kwargs)
-        if self.training:
-            calls["train"] += 1
-            if calls["train"] == 4:
-                loss = loss * float("nan")
-        return logits, loss
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    poison_losses_from(monkeypatch, 4)
     trainer = Trainer(config(tmp_path, dataset, save_every=2))
     with pytest.raises(TrainingError, match=r"loss nan at step 4 .*diverged.*kept the last good checkpoint"):
         trainer.run()
@@ -216,12 +205,16 @@ def test_grad_accum_trains_the_same_batch(tmp_path, dataset):
     assert [loss for _, loss in losses(tmp_path / "pieces")] == pytest.approx(expected, abs=1e-5)
 
 
-def test_exploding_learning_rate_never_saves_nan_weights(tmp_path, dataset):
-    trainer = Trainer(config(tmp_path, dataset, lr=1e30, min_lr=0.0, warmup_steps=0, save_every=1, steps=50))
-    with pytest.raises(TrainingError, match="diverged"):
+def test_exploding_learning_rate_never_saves_nan_weights(tmp_path, dataset, monkeypatch):
+    """Three steps at a sane learning rate are saved, then it explodes: a checkpoint is due every step, and the one
+    kept is step 3's, finite."""
+    monkeypatch.setattr("studio.train.lr_at", lambda step, config: 1e-3 if step <= 3 else 1e30)
+    trainer = Trainer(config(tmp_path, dataset, save_every=1, steps=50))
+    with pytest.raises(TrainingError, match="diverged.*kept the last good checkpoint, of step 3"):
         trainer.run()
-    if trainer.last_checkpoint is not None:
-        assert all(torch.isfinite(p).all() for p in checkpoint.load(trainer.last_checkpoint).model.parameters())
+    saved = checkpoint.load(trainer.last_checkpoint)
+    assert saved.config["step"] == 3
+    assert all(torch.isfinite(p).all() for p in saved.model.parameters())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
