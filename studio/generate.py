@@ -13,7 +13,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 
 from studio.data import Conversation
-from studio.masking import prompt_ids, segments_to_tokens
+from studio.masking import prompt_ids, tokenize_rendering
 from studio.models.interface import LanguageModel
 from studio.sampling import SamplingConfig, generate_ids
 from studio.templates import Template
@@ -113,7 +113,7 @@ def fit_prompt(
         warnings.append(f"left out the oldest {exchanges} of the history to fit the context of {context_size}")
     if len(ids) <= budget:
         return ids, warnings
-    header = len(ids) - len(segments_to_tokens(template.render(conversation), tokenizer))
+    header = len(ids) - tokenize_rendering(template.render(conversation), tokenizer).length
     keep = min(len(ids), max(budget, header))
     keep = min(keep, context_size - 1)  # generate_ids needs at least one free position
     warnings.append(f"prompt cropped to the last {keep} of its {len(ids)} tokens to fit the context of {context_size}")

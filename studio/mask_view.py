@@ -86,8 +86,8 @@ def part_banner(number: int, parts: int) -> Text:
 def counts_text(examples: list[Example]) -> Text:
     """Trained and total tokens of one example, or summed over the parts of a split conversation, and what truncation cut."""
     trained = sum(example.trained_count for example in examples)
-    total = sum(len(example.tokens) for example in examples)
-    cut = sum(example.full_length - len(example.tokens) for example in examples)
+    total = sum(len(example.ids) for example in examples)
+    cut = sum(example.full_length - len(example.ids) for example in examples)
     text = Text()
     text.append(f"trained {trained} / {total} tokens", style="bold")
     text.append(f" ({100 * trained / max(1, total):.1f} %)")

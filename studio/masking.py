@@ -8,18 +8,19 @@ trained / masked boundary and chat's generation prompt tokenizes to the same ids
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 
 from studio.data import Conversation
 from studio.rows import IGNORE
-from studio.templates import Template, rendered_text
-from studio.tokenizer import Tokenizer
+from studio.templates import Segment, Template, rendered_text
+from studio.tokenizer import Encoding, Tokenizer
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass takes ~4x as long to build, and there is one per token
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes ~4x as long to build
 class Token:
+    """One token as the mask views show it. Built on demand (Example.tokens): examples store columns, not these."""
+
     id: int
     start: int  # character offsets into Example.text; start == end for a token that adds no text
     end: int
@@ -28,43 +29,96 @@ class Token:
     special: str | None = None
 
 
+@dataclass(slots=True)
+class Span:
+    """Consecutive tokens that start in one segment of a rendering: they share its role, trained flag and special
+    token name. An example's tokens are ids plus spans, not an object each: `studio check` on 50 k records
+    tokenizes ~18 M tokens, and building an object per token was most of its time."""
+
+    length: int
+    role: str
+    trained: bool
+    special: str | None = None
+
+
+@dataclass
+class Tokenized:
+    """A rendering's tokens: the first `keep` stored (ids, spans, offsets), every one counted."""
+
+    ids: list[int] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)  # cover ids, in order
+    offset_runs: list[tuple[int, list]] = field(default_factory=list)  # (character offset of a run, its stored tokens' offsets in it)
+    length: int = 0  # every token, stored or not
+    assistant: int = 0  # assistant tokens among every token
+
+    def add(self, run: list[Segment], trained: bool, ids: list[int], offsets: list, counts: list[int], base: int,
+            keep: int | None) -> None:
+        """One run's tokens, counts[i] of them starting in run[i]; only as many stored as `keep` leaves room for."""
+        room = len(ids) if keep is None else max(0, min(len(ids), keep - len(self.ids)))
+        if room:
+            self.ids.extend(ids[:room])
+            self.offset_runs.append((base, offsets[:room]))
+        for segment, count in zip(run, counts):
+            if segment.role == "assistant":
+                self.assistant += count
+            stored = min(count, room)
+            if stored:
+                self.spans.append(Span(stored, segment.role, trained, segment.special))
+                room -= stored
+        self.length += len(ids)
+
+
 @dataclass
 class Example:
     text: str  # the rendered conversation, including any part cut off by truncation
-    tokens: list[Token]  # after truncation
+    ids: list[int]  # after truncation
+    spans: list[Span]  # roles, trained flags and special names of the ids, in order
+    offset_runs: list[tuple[int, list]]  # character offsets of the ids (Tokenized.offset_runs): only the views read them
     full_length: int  # tokens before truncation
     answer_tokens: int  # assistant tokens (answers + their EOS) before truncation
     answers: int  # assistant turns
     source: str = ""
 
     @property
-    def ids(self) -> list[int]:
-        return [token.id for token in self.tokens]
+    def tokens(self) -> list[Token]:
+        """One Token per id, for the views (the mask pane, `studio mask`); built anew on each call."""
+        offsets = [(base + start, base + end) for base, run in self.offset_runs for start, end in run]
+        tokens, index = [], 0
+        for span in self.spans:
+            for position in range(index, index + span.length):
+                tokens.append(Token(self.ids[position], *offsets[position], span.role, span.trained, span.special))
+            index += span.length
+        return tokens
 
     @property
     def labels(self) -> list[int]:
         """Aligned with ids: the id where the token is trained, IGNORE where it is masked.
         Batching shifts them (the token at i is predicted from positions < i)."""
-        return [token.id if token.trained else IGNORE for token in self.tokens]
+        labels, index = [], 0
+        for span in self.spans:
+            labels.extend(self.ids[index:index + span.length] if span.trained else [IGNORE] * span.length)
+            index += span.length
+        return labels
 
     @property
     def trained_count(self) -> int:
         # the first token is never predicted (nothing precedes it), so it cannot count as trained
-        return sum(token.trained for token in self.tokens[1:])
+        first_trained = bool(self.spans) and self.spans[0].trained
+        return sum(span.length for span in self.spans if span.trained) - first_trained
 
     @property
     def truncated(self) -> bool:
-        return len(self.tokens) < self.full_length
+        return len(self.ids) < self.full_length
 
     @property
     def response_truncated(self) -> bool:
-        return sum(token.role == "assistant" for token in self.tokens) < self.answer_tokens
+        return sum(span.length for span in self.spans if span.role == "assistant") < self.answer_tokens
 
     @property
     def eos_trained(self) -> bool:
         """Every answer in the conversation still ends with its trained end token after truncation."""
-        ends = [t for t in self.tokens if t.special is not None and t.role == "assistant" and t.trained]
-        return len(ends) == self.answers
+        ends = sum(span.length for span in self.spans if span.special is not None and span.role == "assistant" and span.trained)
+        return ends == self.answers
 
 
 def build_example(
@@ -74,13 +128,13 @@ def build_example(
     max_tokens: int | None = None,
     train_on_prompt: bool = False,
 ) -> Example:
-    """Render, tokenize segment by segment, mark trained tokens, truncate to max_tokens from the right."""
+    """Render, tokenize segment by segment, mark trained tokens, truncate to max_tokens from the right (the tokens
+    past max_tokens are counted, never stored: memory follows the context, not the conversation's length)."""
     segments = template.render(conversation)
-    tokens = segments_to_tokens(segments, tokenizer, train_on_prompt)
-    answer_tokens = sum(token.role == "assistant" for token in tokens)
+    tokens = tokenize_rendering(segments, tokenizer, train_on_prompt, keep=max_tokens)
     answers = sum(turn.role == "assistant" for turn in conversation.turns)
-    kept = tokens if max_tokens is None else tokens[:max_tokens]
-    return Example(rendered_text(segments), kept, len(tokens), answer_tokens, answers, conversation.source)
+    return Example(rendered_text(segments), tokens.ids, tokens.spans, tokens.offset_runs, tokens.length,
+                   tokens.assistant, answers, conversation.source)
 
 
 def fit_to_context(
@@ -128,31 +182,38 @@ def conversation_examples(
 
 
 def _token_count(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> int:
-    return len(segments_to_tokens(template.render(conversation), tokenizer))
+    return tokenize_rendering(template.render(conversation), tokenizer, keep=0).length
 
 
-def segments_to_tokens(segments, tokenizer: Tokenizer, train_on_prompt: bool = False) -> list[Token]:
+def tokenize_rendering(segments: list[Segment], tokenizer: Tokenizer, train_on_prompt: bool = False,
+                       keep: int | None = None) -> Tokenized:
     """Special segments become their one id; the text between them is tokenized in runs of segments that are all
     trained or all masked, as the whole text would be (a BPE piece may join a user's text and the marker after it,
     both masked), so no token straddles a trained / masked boundary. A token takes the role of the segment it
-    starts in."""
-    tokens: list[Token] = []
+    starts in. The first `keep` tokens are stored (all when None), the rest only counted."""
+    tokens = Tokenized()
     offset = 0
+    after_special = False  # whether the last token so far is a special one
     for run, trained in _runs(segments, train_on_prompt):
         if run[0].special is not None:
-            end = offset + len(run[0].text)
-            tokens.append(Token(tokenizer.special_id(run[0].special), offset, end, run[0].role, trained, run[0].special))
-            offset = end
+            width = len(run[0].text)
+            tokens.add(run, trained, [tokenizer.special_id(run[0].special)], [(0, width)], [1], offset, keep)
+            offset, after_special = offset + width, True
             continue
         ends = list(accumulate(len(segment.text) for segment in run))
         text = "".join(segment.text for segment in run)
-        after_special = bool(tokens) and tokens[-1].special is not None
         encoding = tokenizer.encode(text) if offset == 0 else tokenizer.encode_continuation(text, after_special)
-        for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
-            role = run[min(bisect_right(ends, start), len(run) - 1)].role
-            tokens.append(Token(token_id, offset + start, offset + end, role, trained))
+        tokens.add(run, trained, encoding.ids, encoding.offsets, _tokens_per_segment(encoding, ends), offset, keep)
         offset += ends[-1]
+        after_special = after_special and not encoding.ids
     return tokens
+
+
+def _tokens_per_segment(encoding: Encoding, ends: list[int]) -> list[int]:
+    """How many tokens start in each segment of a run (segment i ends at character ends[i]; a token starting at
+    or past the run's end belongs to the last)."""
+    bounds = [0, *(encoding.tokens_starting_before(end) for end in ends[:-1]), len(encoding.ids)]
+    return [upper - lower for lower, upper in zip(bounds, bounds[1:])]
 
 
 def _runs(segments, train_on_prompt: bool):
@@ -169,7 +230,7 @@ def _runs(segments, train_on_prompt: bool):
 
 def prompt_ids(conversation: Conversation, template: Template, tokenizer: Tokenizer) -> list[int]:
     """Ids chat feeds the model: the history and the new user turn, ending with the assistant header."""
-    return [token.id for token in segments_to_tokens(template.render(conversation, add_generation_prompt=True), tokenizer)]
+    return tokenize_rendering(template.render(conversation, add_generation_prompt=True), tokenizer).ids
 
 
 @dataclass

@@ -8,6 +8,7 @@ sees at inference exactly the bytes it was trained on (a classic source of
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ class Template:
     def _framed(self, header: str, text: str, role: str) -> list[Segment]:
         # header and closing text are template markers (masked); only the content carries the role
         opening, closing = header.split("{}")
-        return _markers(opening) + [Segment(text, role, False)] + _markers(closing)
+        return [*_markers(opening), Segment(text, role, False), *_markers(closing)]
 
     def _default_system(self, conversation: Conversation) -> str | None:
         has_input = any(turn.input for turn in conversation.turns)
@@ -119,11 +120,12 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
-def _markers(text: str) -> list[Segment]:
+@functools.cache  # a template has a handful of markers, rendered for every conversation
+def _markers(text: str) -> tuple[Segment, ...]:
     """Masked template text; chatml's <|im_start|>/<|im_end|> inside it become special-token segments.
     Only markers may produce special tokens: the same characters inside user data stay plain text."""
     parts = re.split(f"({re.escape(IM_START)}|{re.escape(IM_END)})", text)
-    return [Segment(part, "template", False, special=part if part in (IM_START, IM_END) else None) for part in parts if part]
+    return tuple(Segment(part, "template", False, special=part if part in (IM_START, IM_END) else None) for part in parts if part)
 
 
 TEMPLATE_NAMES = (*TEMPLATES, MODEL_TEMPLATE)

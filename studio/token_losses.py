@@ -15,8 +15,8 @@ from studio.rows import IGNORE, row_tokens
 def token_losses(model, example: Example, pad_id: int, precision: AbstractContextManager | None = None) -> list[float | None]:
     """Loss of each trained token of example, None elsewhere. Token 0 is never predicted; tokens beyond
     the model's context get None."""
-    if len(example.tokens) < 2:
-        return [None] * len(example.tokens)
+    if len(example.ids) < 2:
+        return [None] * len(example.ids)
     ids, labels = example_rows([example])[0]
     window = row_tokens(model.config.context_size)
     device = next(model.parameters()).device
@@ -25,4 +25,4 @@ def token_losses(model, example: Example, pad_id: int, precision: AbstractContex
         _, losses = model(batch.inputs, batch.targets, reduction="none")
     trained = (batch.targets[0] != IGNORE).tolist()
     per_token = [loss if is_trained else None for loss, is_trained in zip(losses[0].float().tolist(), trained)]
-    return [None] + per_token + [None] * (len(example.tokens) - 1 - len(per_token))
+    return [None] + per_token + [None] * (len(example.ids) - 1 - len(per_token))

@@ -54,7 +54,7 @@ def test_real_examples_train_only_answer_tokens_and_their_successors():
 def test_a_batch_without_a_trained_token_is_refused_where_it_is_built():
     exs, tokenizer = examples(4)
     for ex in exs:
-        ex.tokens = [replace(token, trained=False) for token in ex.tokens]
+        ex.spans = [replace(span, trained=False) for span in ex.spans]
     batches = SFTBatches(exs, batch_size=4, pad_id=tokenizer.pad_id, seed=3, context_size=64)
     with pytest.raises(ValueError, match="step 1 has no trained token"):
         batches.get(1)

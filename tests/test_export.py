@@ -10,7 +10,7 @@ from hf_fixtures import greedy_answers, save_tiny_chat_model
 from hf_tokenizer_helpers import QWEN2_TEMPLATE, write_tokenizer_folder
 
 from studio import checkpoint, cli, data
-from studio.masking import segments_to_tokens
+from studio.masking import tokenize_rendering
 from studio.model import GPT, GPTConfig
 from studio.models.chat_template import conversation_messages, tokenized_text
 from studio.models.export import export_checkpoint
@@ -80,7 +80,7 @@ def test_tokenizer_and_chat_template_agree_with_the_studio_on_the_bundled_data(t
                 segments = template.render(conv, add_generation_prompt=generation)
                 text = hf_tokenizer.apply_chat_template(conversation_messages(conv), tokenize=False, add_generation_prompt=generation)
                 assert text == tokenized_text(segments), f"{name} {conv.source}"
-                assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == [t.id for t in segments_to_tokens(segments, tokenizer)]
+                assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == tokenize_rendering(segments, tokenizer).ids
 
 
 def test_alpaca_template_picks_the_preamble_by_input_and_renders_system_prompts(tmp_path):
@@ -110,7 +110,7 @@ def test_a_model_tokenizer_goes_back_as_read_with_the_chat_template_it_was_train
     if template_name == "model":
         assert exported.chat_template == QWEN2_TEMPLATE
     for conversation in conversations[:60]:
-        expected = [t.id for t in segments_to_tokens(template.render(conversation), tokenizer)]
+        expected = tokenize_rendering(template.render(conversation), tokenizer).ids
         assert exported.apply_chat_template(conversation_messages(conversation), return_dict=True)["input_ids"] == expected
 
 
