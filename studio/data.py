@@ -8,6 +8,7 @@ the problems at once instead of fixing them one traceback at a time.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections import Counter
@@ -32,6 +33,7 @@ MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 # A record longer than this is refused before it is parsed or tokenized: no context of the studio (at most
 # train_config.MAX_CONTEXT_SIZE = 32768 tokens) holds a million characters, and tokenizing one costs ~150 bytes a character.
 MAX_RECORD_CHARS = 1_000_000
+LINE_BYTES = 4 * MAX_RECORD_CHARS + 2  # a JSONL line of MAX_RECORD_CHARS characters at 4 UTF-8 bytes each, and "\r\n"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's "\ud800" escape: not text, and no file can hold it as UTF-8
 
 
@@ -91,9 +93,8 @@ def load(path: str | Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> LoadResu
     """Read a dataset file (a regular file of at most max_mb MiB); raise DatasetError for file-level problems,
     collect record-level ones."""
     path = Path(path)
-    text = _read_text(path, max_mb)
     result = LoadResult(path=path, conversations=[])
-    for location, record in _records(path, text, result):
+    for location, record in _records(path, max_mb, result):
         try:
             conversations = parse_record(record, location)
         except RecordError as error:
@@ -111,8 +112,7 @@ def _read_text(path: Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> str:
     try:
         raw = safe_io.read_bytes(path, max_mb, "JSON or JSONL file")
     except safe_io.UnreadableFile as error:
-        hint = "; --max-file-mb raises the limit" if "larger than" in error.reason else ""
-        raise DatasetError(f"{error}{hint}") from None
+        raise _unreadable(error) from None
     try:
         text = raw.decode("utf-8-sig")  # -sig: tolerate the BOM some Windows editors write
     except UnicodeDecodeError as error:
@@ -123,31 +123,101 @@ def _read_text(path: Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB) -> str:
     return text
 
 
-def _records(path: Path, text: str, result: LoadResult):
-    """Yield (location, parsed JSON value) per record; JSON syntax errors go to result.errors."""
-    if text.lstrip().startswith("["):
-        try:
-            items = safe_io.parse_json(text)
-        except json.JSONDecodeError as error:
-            raise DatasetError(f"{path}:{error.lineno}: invalid JSON at column {error.colno}: {error.msg}") from None
-        if not isinstance(items, list):  # e.g. "[1] [2]" is caught above; this is defensive for odd top-levels
-            raise DatasetError(f"{path}: expected a JSON array of records")
-        if not items:
-            raise DatasetError(f"{path}: the JSON array is empty")
-        for index, item in enumerate(items):
-            yield f"{path}[{index}]", item
-        return
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+def _unreadable(error: safe_io.UnreadableFile) -> DatasetError:
+    hint = "; --max-file-mb raises the limit" if "larger than" in error.reason else ""
+    return DatasetError(f"{error}{hint}")
+
+
+def _records(path: Path, max_mb: float, result: LoadResult):
+    """Yield (location, parsed JSON value) per record; JSON syntax errors go to result.errors. JSONL is read a line
+    at a time, so memory follows the longest record, not the file; a JSON array is parsed whole."""
+    blank = True
+    for line_number, line, length in jsonl_lines(path, max_mb):
+        if length == len(line) and not line.strip():
             continue
+        if blank and line.lstrip().startswith("["):
+            yield from _array_records(path, _read_text(path, max_mb))
+            return
+        blank = False
         location = f"{path}:{line_number}"
-        if len(line) > MAX_RECORD_CHARS:
-            result.errors.append(RecordError(location, _too_long(len(line))))
+        if length > MAX_RECORD_CHARS:
+            result.errors.append(RecordError(location, _too_long(length)))
             continue
         try:
             yield location, safe_io.parse_json(line)
         except json.JSONDecodeError as error:
             result.errors.append(RecordError(location, f"invalid JSON at column {error.colno}: {error.msg}"))
+    if blank:
+        raise DatasetError(f"{path}: the file is empty")
+
+
+def _array_records(path: Path, text: str):
+    try:
+        items = safe_io.parse_json(text)
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}:{error.lineno}: invalid JSON at column {error.colno}: {error.msg}") from None
+    if not isinstance(items, list):  # e.g. "[1] [2]" is caught above; this is defensive for odd top-levels
+        raise DatasetError(f"{path}: expected a JSON array of records")
+    if not items:
+        raise DatasetError(f"{path}: the JSON array is empty")
+    for index, item in enumerate(items):
+        yield f"{path}[{index}]", item
+
+
+def jsonl_lines(path: Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB):
+    """(line number, text, length in characters) per line of a UTF-8 text file, read a line at a time and split as
+    str.splitlines splits the whole text. A line of more than LINE_BYTES bytes (no record is that long) is not kept:
+    it is read on in chunks, to check that it is UTF-8 and count its characters, and given as its first chunk's
+    text with its whole length. Memory follows LINE_BYTES, never the file or its longest line."""
+    try:
+        safe_io.check_regular_file(path, max_mb, "JSON or JSONL file")
+        with open(path, "rb") as file:
+            offset = newlines = number = 0  # bytes read, physical lines ended, lines given
+            while raw := file.readline(LINE_BYTES):
+                at, offset = offset, _within_limit(path, offset + len(raw), max_mb)
+                if at == 0 and raw.startswith(codecs.BOM_UTF8):  # some Windows editors write one
+                    raw, at = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
+                if raw.endswith(b"\n") or len(raw) < LINE_BYTES:
+                    for line in _utf8(path, raw, at, newlines + 1).splitlines():
+                        number += 1
+                        yield number, line, len(line)
+                else:
+                    head, length, offset = _skip_long_line(path, file, raw, at, newlines + 1, max_mb)
+                    number += 1
+                    yield number, head, length
+                newlines += 1
+    except safe_io.UnreadableFile as error:
+        raise _unreadable(error) from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _skip_long_line(path: Path, file, raw: bytes, at: int, line: int, max_mb: float) -> tuple[str, int, int]:
+    """(its first chunk's text, its length in characters, the file offset after it) of a line too long to keep."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    head = _utf8(path, raw, at, line, decoder, final=False)
+    length, at = len(head), at + len(raw)
+    while raw and not raw.endswith(b"\n"):
+        raw = file.readline(safe_io.MiB)
+        length += len(_utf8(path, raw, at, line, decoder, final=not raw))
+        at = _within_limit(path, at + len(raw), max_mb)
+    return head, length - raw.endswith(b"\n") - raw.endswith(b"\r\n"), at
+
+
+def _within_limit(path: Path, offset: int, max_mb: float) -> int:
+    if offset > max_mb * safe_io.MiB:  # the file grew after its size was checked
+        raise DatasetError(f"{path}: larger than {max_mb:g} MB; --max-file-mb raises the limit")
+    return offset
+
+
+def _utf8(path: Path, raw: bytes, at: int, line: int, decoder=None, final: bool = True) -> str:
+    """raw (from file offset `at`) as text; a DatasetError naming the line and the first byte that is not UTF-8."""
+    pending = decoder.getstate()[0] if decoder else b""  # an incremental decoder's bytes of an unfinished character
+    try:
+        return decoder.decode(raw, final) if decoder else raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = (pending + raw)[error.start]
+        raise DatasetError(f"{path}:{line}: bytes that are not UTF-8 (byte {at - len(pending) + error.start}: 0x{bad:02x})") from None
 
 
 def parse_record(record: object, location: str) -> list[Conversation]:
