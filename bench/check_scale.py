@@ -2,9 +2,10 @@
 within 1 GB on 2 cores). The records are real text (the bundled datasets and the alpaca seed tasks in
 tests/data), cycled with a counter so none is a duplicate.
 
-    python bench/check_scale.py [--records 50000] [--cores 2]
+    python bench/check_scale.py [--records 50000] [--cores 2] [--tokenizer char|bpe]
 
-Prints one line: records, file size, seconds, peak RSS, and the load average while it ran (the machine may be shared).
+Prints one line: records, file size, wall seconds, CPU seconds (user + sys: what other people's load on a shared
+machine disturbs least), peak RSS, and the load average while it ran.
 """
 
 from __future__ import annotations
@@ -42,20 +43,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--tokenizer", default="char", choices=("char", "bpe"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big.jsonl"
         write_records(path, args.records)
         cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[: args.cores])
-        command = ["taskset", "-c", cores, sys.executable, "-m", "studio", "check", "--dataset", str(path)]
+        command = ["taskset", "-c", cores, sys.executable, "-m", "studio", "check", "--dataset", str(path), "--tokenizer", args.tokenizer]
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         seconds = time.perf_counter() - start
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the check is this process's only child
         load_after = os.getloadavg()[0]
-        print(f"{args.records} records ({path.stat().st_size / 2**20:.1f} MB): {seconds:.1f} s, peak RSS {peak_mb:.0f} MB, "
-              f"exit {result.returncode}, {args.cores} cores, load average {load_before:.1f} → {load_after:.1f}")
+        print(f"{args.records} records ({path.stat().st_size / 2**20:.1f} MB, {args.tokenizer}): wall {seconds:.1f} s, "
+              f"CPU {usage.ru_utime + usage.ru_stime:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB, exit {result.returncode}, "
+              f"{args.cores} cores, load average {load_before:.1f} → {load_after:.1f}")
         if result.returncode not in (0, 1):
             print(result.stderr[-2000:])
 

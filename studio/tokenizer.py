@@ -205,7 +205,7 @@ class BPETokenizer(Tokenizer):
 
     def _encode_text(self, text: str) -> Encoding:
         encoding = self.hf.encode(text, add_special_tokens=False)
-        return Encoding(list(encoding.ids), list(encoding.offsets))
+        return Encoding(encoding.ids, encoding.offsets)  # each a new list of the Rust encoding's, ours to keep
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=True)  # byte-level BPE never produces <unk> itself
