@@ -13,10 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studio import data, paths
-from studio.lint import conversation_texts, lint_dataset, looks_double_encoded
+from studio.lint import conversation_texts, dataset_tokenizer, lint_dataset, looks_double_encoded
 from studio.masking import build_example
 from studio.templates import TEMPLATES, get_template
-from studio.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = sorted((ROOT.parent / "shared" / "data").glob("*.json*"))  # beside the main checkout, when there
@@ -84,7 +83,7 @@ def test_the_streamed_load_reads_what_the_whole_file_parse_read(path):
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_column_stored_examples_are_the_token_by_token_ones(path):
     conversations = data.load(path).conversations[::3]
-    tokenizers = [train_tokenizer(kind, (t for c in conversations for t in conversation_texts(c)), 400) for kind in ("char", "bpe")]
+    tokenizers = [dataset_tokenizer(kind, conversations, 400) for kind in ("char", "bpe")]
     for tokenizer in tokenizers:
         for name in TEMPLATES:
             template = get_template(name)
@@ -104,7 +103,7 @@ def test_check_on_the_bundled_and_shared_files_finds_what_it_found(capsys):
     """Lint flags against the former mojibake test (ftfy on every text, ASCII included)."""
     for path in FILES:
         conversations = data.load(path).conversations
-        tokenizer = train_tokenizer("char", (t for c in conversations for t in conversation_texts(c)))
+        tokenizer = dataset_tokenizer("char", conversations)
         report = lint_dataset(conversations, get_template("comando"), tokenizer, 129, keep_parts=False)
         mojibake = ["mojibake" in flags for flags in report.flags]
         assert mojibake == [any(is_bad(text) for text in conversation_texts(c)) for c in conversations]
@@ -173,7 +172,7 @@ def test_a_long_record_within_the_limit_keeps_only_a_context_of_tokens(tmp_path)
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"instruction": "resuma", "output": "palavra " * 25_000}) + "\n", encoding="utf-8")
     conversations = data.load(path).conversations
-    tokenizer = train_tokenizer("char", conversation_texts(conversations[0]))
+    tokenizer = dataset_tokenizer("char", conversations)
     tracemalloc.start()
     try:
         report = lint_dataset(conversations, get_template("comando"), tokenizer, 257, keep_parts=True)
