@@ -166,7 +166,7 @@ def _array_records(path: Path, text: str):
 
 def jsonl_lines(path: Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB):
     """(line number, text, length in characters) per line of a UTF-8 text file, read a line at a time and split as
-    str.splitlines splits the whole text. A line of more than LINE_BYTES bytes (no record is that long) is not kept:
+    safe_io.json_lines splits the whole text (at \n, \r\n and \r only: the numbers `sed -n Np` and editors use). A line of more than LINE_BYTES bytes (no record is that long) is not kept:
     it is read on in chunks, to check that it is UTF-8 and count its characters, and given as its first chunk's
     text with its whole length. Memory follows LINE_BYTES, never the file or its longest line."""
     try:
@@ -178,7 +178,7 @@ def jsonl_lines(path: Path, max_mb: float = safe_io.DEFAULT_LIMIT_MB):
                 if at == 0 and raw.startswith(codecs.BOM_UTF8):  # some Windows editors write one
                     raw, at = raw[len(codecs.BOM_UTF8):], len(codecs.BOM_UTF8)
                 if raw.endswith(b"\n") or len(raw) < LINE_BYTES:
-                    for line in _utf8(path, raw, at, newlines + 1).splitlines():
+                    for line in safe_io.json_lines(_utf8(path, raw, at, newlines + 1)):
                         number += 1
                         yield number, line, len(line)
                 else:

@@ -73,7 +73,7 @@ def keep_metrics_up_to(path: Path, step: int) -> list[dict]:
     if not path.exists():
         return []
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in safe_io.json_lines(path.read_text(encoding="utf-8")):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:

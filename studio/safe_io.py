@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
 MiB = 1024 * 1024
 DEFAULT_LIMIT_MB = 1024  # datasets, corpora: far above any workshop file, far below what would exhaust the machine
 SMALL_FILE_LIMIT_MB = 64  # config.json, tokenizer.json, trainer_state.json: a BPE tokenizer.json is ~1 MB
+
+
+JSON_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # JSON's own whitespace; never inside a string, where U+2028 or U+0085 may be
+
+
+def json_lines(text: str) -> list[str]:
+    """text split into JSON Lines lines. Unlike str.splitlines, only at \n, \r\n or \r: U+2028, U+2029 and U+0085
+    may stand raw inside a JSON string (json.dumps(ensure_ascii=False) writes them so) and end no record."""
+    lines = JSON_LINE_BREAK.split(text)
+    if lines[-1] == "":  # the break that ends the last line starts no line of its own
+        lines.pop()
+    return lines
 
 
 class UnreadableFile(ValueError):

@@ -12,7 +12,7 @@ from ftfy.badness import is_bad
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from studio import data, paths
+from studio import data, paths, safe_io
 from studio.lint import conversation_texts, dataset_tokenizer, lint_dataset, looks_double_encoded
 from studio.masking import build_example
 from studio.templates import TEMPLATES, get_template
@@ -23,7 +23,7 @@ FILES = sorted(paths.DATASETS_DIR.glob("*.jsonl")) + sorted((ROOT / "tests" / "d
 
 
 def whole_file_load(path: Path):
-    """The former loader: read and decode the whole file, split it with str.splitlines, parse each line.
+    """The former loader: read and decode the whole file, split it into lines, parse each line.
     (conversations, error messages), or None for a JSON array that does not parse."""
     text = path.read_bytes().decode("utf-8-sig")
     if text.lstrip().startswith("["):
@@ -32,7 +32,7 @@ def whole_file_load(path: Path):
         except json.JSONDecodeError:
             return None
     else:
-        records = [(f"{path}:{number}", line, True) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        records = [(f"{path}:{number}", line, True) for number, line in enumerate(safe_io.json_lines(text), start=1) if line.strip()]
     conversations, errors = [], []
     for location, record, is_line in records:
         try:
@@ -124,7 +124,7 @@ LINE_PIECES = st.sampled_from(['{"q": "a", "a": "b"}', '{"q": "ç\\u2028", "a": 
 @given(pieces=st.lists(st.tuples(LINE_PIECES, st.sampled_from(["\n", "\r\n", "\r", ""])), min_size=1, max_size=6),
        tail=st.sampled_from([b"", b"\xff", b"\xc3"]))
 def test_streamed_lines_split_and_fail_like_the_whole_text(tmp_path, pieces, tail):
-    """Line numbers (str.splitlines' breaks: \\r, \\u2028, …), blank lines, bytes that are not UTF-8: as before."""
+    """Line numbers (breaks at \\n, \\r\\n, \\r), blank lines, bytes that are not UTF-8: as the whole text."""
     path = tmp_path / "d.jsonl"
     path.write_bytes("".join(piece + end for piece, end in pieces).encode() + tail)
     raw = path.read_bytes()

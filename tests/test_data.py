@@ -84,6 +84,16 @@ def test_bom_and_crlf_load(tmp_path):
     assert data.load(array).conversations[0].turns[1].text == "b."
 
 
+def test_line_separators_inside_a_json_string_end_no_record(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028, U+2029 and U+0085 raw; str.splitlines would break the record there
+    answers = ["um\u2028dois", "três\x85quatro", "cinco\u2029seis"]
+    body = "".join(json.dumps({"instruction": "q", "response": answer}, ensure_ascii=False) + "\n" for answer in answers)
+    path = write(tmp_path, "raw.jsonl", body.encode() + b'{"instruction": "x"}\n')
+    result = data.load(path)
+    assert [c.turns[1].text for c in result.conversations] == answers
+    assert [str(error).split(": ")[0] for error in result.errors] == [f"{path}:4"]  # the line `sed -n 4p` shows
+
+
 def test_trailing_user_turn_is_dropped_not_the_conversation(tmp_path):
     record = {"messages": [{"role": "user", "content": "oi"}, {"role": "assistant", "content": "olá"},
                            {"role": "user", "content": "e aí?"}]}

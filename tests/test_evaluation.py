@@ -86,9 +86,9 @@ def test_ratings_round_trip_and_resume(tmp_path):
                 session.rate(prompt, criterion, side, 3 + side)
     session.rate(PROMPTS[2], "coherence", 0, 1)
     session.rate(PROMPTS[2], "coherence", 0, 5)  # a change of mind: appended, the newest wins
-    session.note(PROMPTS[2], "left answer repeats itself")
+    session.note(PROMPTS[2], "left answer repeats itself\u2028twice")  # written raw (ensure_ascii=False): no line break
 
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")[:-1]]
     assert len(lines) == 19
     rating = lines[0]
     assert rating["answers"] == PROMPTS[0].answers and rating["models"] == MODELS and rating["prompt"] == "pergunta 0"
@@ -98,7 +98,7 @@ def test_ratings_round_trip_and_resume(tmp_path):
         file.write('{"prompt": "cut by a ki')  # a line cut by a kill
     resumed = RatingSession.open(path, {}, {})
     assert resumed.blind_seed == session.blind_seed and resumed.unreadable == 1
-    assert resumed.scores == session.scores and resumed.notes == session.notes
+    assert resumed.scores == session.scores and resumed.notes == session.notes and "\u2028twice" in "".join(resumed.notes.values())
     assert resumed.first_unrated(PROMPTS) == 2
     left = resumed.sides(PROMPTS[2])[0]
     assert resumed.score(PROMPTS[2], "coherence", left) == 5

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio import safe_io
+
 RATINGS_FILE = "ratings.jsonl"
 SCORES = range(1, 6)
 CRITERIA = (  # (key pressed, id in the file, what the chapter calls it)
@@ -68,7 +70,7 @@ def read_ratings(path: Path) -> tuple[list[dict], int]:
     if not path.exists():
         return [], 0
     lines, bad = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in safe_io.json_lines(path.read_text(encoding="utf-8")):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
