@@ -13,9 +13,14 @@
    the same run headless (studio.train.Trainer, no UI), from the trainer's own per-step tokens/s in
    each run's metrics.jsonl; no key is pressed. Rounds alternate and the best round of each counts,
    so a neighbour process stealing the CPU hurts both sides alike.
+4. `--busy-neighbour` (only this): the same two runs idle and beside a busy neighbour, a process
+   spinning `while True: pass` at the bench's own priority (a browser tab or a video call on a laptop
+   does this to a core), in alternating rounds; prints in-app / headless idle and busy, and headless
+   busy / idle, with the thread counts the runs' tuners chose (studio.cpu_threads).
 
-    .venv/bin/python bench/ui.py                       # all three; ~15 min on 2 cores
+    .venv/bin/python bench/ui.py                       # 1-3; ~15 min on 2 cores
     .venv/bin/python bench/ui.py --steps 100 --rounds 1 --presses 20
+    .venv/bin/python bench/ui.py --busy-neighbour      # 4 alone; ~3 min on 2 idle cores
 
 The in-app run is the real StudioApp in the pty, started with `start_training` right after mount
 (what the train pane's `s` calls), so the run uses every core at a lower priority exactly as it does for
@@ -225,6 +230,12 @@ def throughput(out_dir: Path) -> float:
     return tokens / seconds
 
 
+def thread_changes(out_dir: Path) -> list[str]:
+    """The run's tuner's events ("threads 2 → 1: …"), shortened to the counts."""
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["event"].split(":")[0] + f" at step {r['step']}" for r in records if r.get("event", "").startswith("threads ")]
+
+
 def metrics_lines(out_dir: Path) -> int:
     path = out_dir / "metrics.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
@@ -248,8 +259,9 @@ def training_latency(presses: int) -> dict[str, list[float]]:
         return values
 
 
-def in_app_run(steps: int) -> float:
-    """tokens/s of a run inside the studio, watched in the train pane (it redraws a few times a second)."""
+def in_app_run(steps: int) -> tuple[float, list[str]]:
+    """tokens/s of a run inside the studio, watched in the train pane (it redraws a few times a second), and its
+    thread count changes."""
     with tempfile.TemporaryDirectory() as out:
         out_dir = Path(out)
         terminal = training_studio(out_dir, steps)
@@ -257,14 +269,46 @@ def in_app_run(steps: int) -> float:
         while not (out_dir / "checkpoint").is_dir():  # the final save: written aside, then renamed into place
             time.sleep(0.2)
         terminal.quit()
-        return throughput(out_dir)
+        return throughput(out_dir), thread_changes(out_dir)
 
 
-def headless_run(steps: int) -> float:
+def headless_run(steps: int) -> tuple[float, list[str]]:
     with tempfile.TemporaryDirectory() as out:
         child = [sys.executable, str(Path(__file__).resolve()), "--headless-child", out, str(steps)]
         subprocess.run(child, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        return throughput(Path(out))
+        return throughput(Path(out)), thread_changes(Path(out))
+
+
+# ── 4. beside a busy neighbour ───────────────────────────────────────────────
+def busy_neighbour(steps: int, rounds: int) -> None:
+    """Alternating rounds of the in-app and the headless run, idle and beside one spinning process; prints the ratios
+    of the best run of each kind."""
+    runs: dict[str, list[float]] = {"idle app": [], "idle headless": [], "busy app": [], "busy headless": []}
+    changes: dict[str, list[str]] = {kind: [] for kind in runs}
+    for round_ in range(rounds):
+        for when in ("idle", "busy"):
+            neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if when == "busy" else None
+            try:
+                time.sleep(0.5 if neighbour else 0)
+                order = ("app", "headless") if round_ % 2 == 0 else ("headless", "app")  # neither always goes first
+                for where in order:
+                    run = in_app_run if where == "app" else headless_run
+                    rate, changed = run(steps)
+                    runs[f"{when} {where}"].append(rate)
+                    changes[f"{when} {where}"] += changed
+            finally:
+                if neighbour:
+                    neighbour.kill()
+                    neighbour.wait()
+        print(f"  round {round_ + 1}: " + ", ".join(f"{kind} {values[-1]:,.0f}" for kind, values in runs.items())
+              + f" tok/s; load average {_load()}", flush=True)
+    best = {kind: max(values) for kind, values in runs.items()}
+    print(f"\nbeside a busy neighbour, {steps} steps a run (first {WARMUP_STEPS} not timed), best of {rounds}, tokens/s")
+    for kind, value in best.items():
+        print(f"  {kind:<14} {value:>8,.0f}   thread changes: {'; '.join(changes[kind]) or 'none'}")
+    print(f"  idle: in-app / headless       = {best['idle app'] / best['idle headless']:.2f}   (goal >= 0.95)")
+    print(f"  busy: in-app / headless       = {best['busy app'] / best['busy headless']:.2f}   (goal >= 0.8)")
+    print(f"  headless: busy / idle         = {best['busy headless'] / best['idle headless']:.2f}   (goal >= 0.45)")
 
 
 def in_app_child(out: str, steps: int) -> None:
@@ -288,8 +332,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="startups to time")
     parser.add_argument("--presses", type=int, default=40, help="key presses per latency measurement")
-    parser.add_argument("--steps", type=int, default=200, help="training steps per throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of in-app and headless training")
+    parser.add_argument("--steps", type=int, help="training steps per throughput run (default 200; 100 with --busy-neighbour)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds of in-app and headless training (default 3; 2 with --busy-neighbour)")
+    parser.add_argument("--busy-neighbour", action="store_true",
+                        help="only the runs idle and beside a spinning process")
     parser.add_argument("--in-app-child", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
     parser.add_argument("--headless-child", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,7 +345,11 @@ def main() -> None:
         return headless_child(args.headless_child[0], int(args.headless_child[1]))
 
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {_load()}, "
-          f"terminal {COLUMNS}x{ROWS}, python {platform.python_version()}")
+          f"terminal {COLUMNS}x{ROWS}, python {platform.python_version()}, nice {os.nice(0)}")
+    if args.busy_neighbour:
+        busy_neighbour(args.steps or 100, args.rounds or 2)
+        return print(f"\nload average at the end {_load()}")
+    args.steps, args.rounds = args.steps or 200, args.rounds or 3
 
     times = startup(args.runs)
     print(f"\nstartup, median of {args.runs} (min–max), seconds")
@@ -315,8 +365,8 @@ def main() -> None:
 
     in_app, headless = [], []
     for _ in range(args.rounds):
-        in_app.append(in_app_run(args.steps))
-        headless.append(headless_run(args.steps))
+        in_app.append(in_app_run(args.steps)[0])
+        headless.append(headless_run(args.steps)[0])
     print(f"\ntraining throughput, {args.steps} steps (first {WARMUP_STEPS} not timed), best of {args.rounds}, tokens/s")
     print(f"  in the app  {max(in_app):,.0f}")
     print(f"  headless    {max(headless):,.0f}   in-app / headless = {max(in_app) / max(headless):.2f}")

@@ -25,6 +25,7 @@ import torch
 
 from studio import checkpoint, distributed
 from studio.batching import Batch
+from studio.cpu_threads import training_threads
 from studio.devices import autocast, resolve_device, training_precision, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.keeping import DivergenceGuard, probe_loss, rescue_save
@@ -76,6 +77,7 @@ class Trainer:
         self.bf16 = False
         self.ranks = distributed.Ranks()  # torchrun's, set by prepare()
         self.sync_every = 1  # steps between reads of the losses (each read waits for the device)
+        self._thread_tuner = None  # a ThreadTuner where the run's CPU thread count is measured (studio.cpu_threads)
 
     # ------------------------------------------------------------------------------------ control
 
@@ -153,13 +155,12 @@ class Trainer:
         if self.ranks.enabled:
             self.device = distributed.start(self.ranks, self.device)
         self.control.ranks, self.control.device = self.ranks, self.device
-        if config.threads:
-            torch.set_num_threads(config.threads)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores where bf16 is off
             torch.backends.cudnn.allow_tf32 = True
         source, self.config = load_source(config, self.device, self._event, partial(self.metrics.set_status, LOADING))
         config = self.config  # a resume replaces it with the resumed run's settings
+        self._thread_tuner = training_threads(config.threads, self.device.type == "cpu" and not self.ranks.enabled, self._event)
         check_run_dir(config)
         # None: the source model's own template (an imported chat model's is `model`)
         config.template = config.template or (source.config.get("template", DEFAULT_TEMPLATE) if source else DEFAULT_TEMPLATE)
@@ -202,7 +203,6 @@ class Trainer:
         self._open_run_dir()
         self.model = model
 
-
     def _open_run_dir(self) -> None:
         config = self.config
         run_dir = distributed.broadcast(choose_run_dir(config) if self.ranks.is_main else None, self.ranks)
@@ -242,9 +242,12 @@ class Trainer:
         self._clock_start, self._paused_total = time.perf_counter(), 0.0
         self._window_start = self._clock_start
         first_step = self.step + 1
+        if self._thread_tuner is not None:
+            self._thread_tuner.start()  # here: torch's thread count is the calling thread's
         for step in range(first_step, config.steps + 1):
             if not self._wait_while_paused():
                 break
+            step_started = time.perf_counter()
             batch = self.batches.get(step)  # the global batch: every rank trains its own share of it
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
@@ -266,6 +269,8 @@ class Trainer:
                 optimizer.step()
                 self.step = step
             optimizer.zero_grad(set_to_none=True)
+            if self._thread_tuner is not None:
+                self._thread_tuner.step_done(time.perf_counter() - step_started, batch.tokens)
             if config.compile and step == first_step:
                 self._report_compile_time()
             if evaluate and self.ranks.is_main:

@@ -25,7 +25,7 @@ from studio.cli import main
 from studio.tui.serve import server as serve_server
 from studio.tui.serve.server import StudioServer
 from studio.tui.serve.sessions import Sessions, default_max_sessions, invitation_token, needs_token
-from studio.tui import threads
+from studio import cpu_threads
 from studio.tui.chat_backend import ChatBackend
 
 TOKEN = "s3cret-token"
@@ -175,13 +175,13 @@ def test_the_default_cap_follows_the_cores_and_the_memory():
 
 def test_a_visitors_studio_trains_on_its_share_of_the_cores(tmp_path, monkeypatch):
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.setenv(threads.CPU_SHARE_ENV, str(tmp_path / "share"))
+    monkeypatch.setenv(cpu_threads.CPU_SHARE_ENV, str(tmp_path / "share"))
     (tmp_path / "share").write_text("1")
-    assert threads.usable_cores() == 1
+    assert cpu_threads.usable_cores() == 1
     (tmp_path / "share").write_text(str(cores + 5))
-    assert threads.usable_cores() == cores  # never more than the process may use
+    assert cpu_threads.usable_cores() == cores  # never more than the process may use
     (tmp_path / "share").unlink()  # the server has stopped
-    assert threads.usable_cores() == cores
+    assert cpu_threads.usable_cores() == cores
 
 
 async def test_the_visitor_after_the_cap_gets_the_full_page_not_a_process(room):

@@ -18,7 +18,7 @@ from textual.widgets import OptionList, TabbedContent
 
 from fakes import ScriptedTrainer, wait_until
 from studio.metrics import FAILED, RUNNING, STOPPED
-from studio.tui.threads import TRAINER_NICE, run_yielding_to_ui
+from studio.cpu_threads import TRAINER_NICE, run_yielding_to_ui
 from studio.tui.panes.mask import MaskPane
 from studio.tui.screens.help import HelpScreen
 from tui_helpers import SMALL_DATASET, StudioTestApp, scripted_config, scripted_factory, settle

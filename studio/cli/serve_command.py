@@ -12,7 +12,7 @@ from rich.console import Console
 
 from studio.cli.common import CliError
 from studio.tui.serve.sessions import GIB, Sessions, available_memory, default_max_sessions, invitation_token, room_host
-from studio.tui.threads import usable_cores
+from studio.cpu_threads import usable_cores
 
 DEFAULT_PORT = 8000
 

@@ -18,7 +18,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from textual import work
@@ -43,7 +42,7 @@ from studio.tui.panes.evaluate import EvaluatePane
 from studio.tui.panes.mask import MaskPane
 from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
-from studio.tui.threads import run_yielding_to_ui, ui_spare_threads, usable_cores
+from studio.cpu_threads import run_yielding_to_ui, ui_spare_threads
 from studio.tui.workspace import MaskSettings, Workspace
 
 PANES = (
@@ -241,8 +240,6 @@ class StudioApp(App):
         if self.training_active:
             self.notify("Training is already running: stop it first.", severity="warning")
             return
-        if config.threads is None:  # not chosen: every core, as headless (the thread yields to the UI)
-            config = replace(config, threads=usable_cores())
         self._metrics = Metrics()
         self.current_run = None  # also ends following a watched run
         self._training_worker = self._run_training(config, self._metrics)

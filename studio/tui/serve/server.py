@@ -26,7 +26,7 @@ from textual_serve.server import Server, to_int
 
 from studio.paths import VISITOR_ENV
 from studio.tui.serve.sessions import Sessions, is_visitor, new_visitor
-from studio.tui.threads import CPU_SHARE_ENV
+from studio.cpu_threads import CPU_SHARE_ENV
 
 log = logging.getLogger("studio-serve")
 EXIT_GRACE_S = 15.0  # a studio asked to quit saves a running trainer's checkpoint first (StudioApp waits up to 10 s)

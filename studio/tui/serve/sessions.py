@@ -76,7 +76,7 @@ def room_host(host: str) -> str:
 
 class Sessions:
     """Who is in: at most `cap` live studios; each may train on `share` threads, written to `share_file` (which the
-    visitors' studios read when a run starts: studio.tui.threads.usable_cores)."""
+    visitors' studios read when a run starts: studio.cpu_threads.usable_cores)."""
 
     def __init__(self, cap: int, cores: int, share_file: Path):
         if cap < 1:

@@ -20,11 +20,11 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static
 
+from studio.cpu_threads import usable_cores
 from studio.metrics import ACTIVE, LOADING, PAUSED, RUNNING
 from studio.paths import DEFAULT_CORPUS
 from studio.presets import DEFAULT_PRESET, PRESETS
 from studio.train_config import DEVICES, STAGES, TrainConfig
-from studio.tui.threads import usable_cores
 from studio.tui.workspace import ChosenModel
 
 CONTEXT_TYPING_PAUSE_S = 0.3
