@@ -332,7 +332,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="startups to time")
     parser.add_argument("--presses", type=int, default=40, help="key presses per latency measurement")
-    parser.add_argument("--steps", type=int, help="training steps per throughput run (default 200; 100 with --busy-neighbour)")
+    parser.add_argument("--steps", type=int, help="training steps per throughput run (default 200; 80 with --busy-neighbour)")
     parser.add_argument("--rounds", type=int, help="alternating rounds of in-app and headless training (default 3; 2 with --busy-neighbour)")
     parser.add_argument("--busy-neighbour", action="store_true",
                         help="only the runs idle and beside a spinning process")
@@ -347,7 +347,7 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {_load()}, "
           f"terminal {COLUMNS}x{ROWS}, python {platform.python_version()}, nice {os.nice(0)}")
     if args.busy_neighbour:
-        busy_neighbour(args.steps or 100, args.rounds or 2)
+        busy_neighbour(args.steps or 80, args.rounds or 2)
         return print(f"\nload average at the end {_load()}")
     args.steps, args.rounds = args.steps or 200, args.rounds or 3
 

@@ -30,12 +30,14 @@ from typing import TypeVar
 TRAINER_NICE = 10  # the studio's training thread's priority: the UI thread (nice 0) gets ~90 % of a core whenever it wants one
 CPU_SHARE_ENV = "STUDIO_CPU_SHARE_FILE"  # set by `studio serve`: the file holding each visitor's share of the cores
 
-WARMUP_STEPS = 1  # untimed steps after the count changes: the team wakes up, the caches refill
+WARMUP_STEPS = 1  # untimed steps after the count changes (the team wakes up), and the run's first (allocations, kernels)
 PROBE_STEPS = 3  # timed steps per candidate count
-REPROBE_S = 30.0  # seconds of training between probes: a neighbour may have come or gone
+REPROBE_S = 30.0  # seconds of training between probes for a free core: a neighbour may have gone
+FREE_CORE = 0.5  # idle share of the machine, in cores, since the last probe above which a probe for more threads may pay
 SLOWDOWN = 0.7  # the chosen count's rate falling under this share of what its probe measured: probe again now
 RECENT_STEPS = 5  # steps over which that rate is taken
-HOPELESS = 0.5  # a candidate whose timed step runs under this share of the best rate so far is not timed further
+HOPELESS = 0.25  # a candidate whose step (warm-up included) runs under this share of the best rate so far: no more steps
+# (beside a busy process on 2 cores a step at 2 threads took ~10x one at 1 thread: each step of it costs ~10 steps)
 
 T = TypeVar("T")
 
@@ -69,15 +71,37 @@ def candidate_counts(cores: int) -> list[int]:
     return sorted(powers | {cores, max(1, cores - 1)} | set(range(1, min(cores, 4) + 1)))
 
 
+class IdleCores:
+    """Cores the whole machine left idle since the previous call, from /proc/stat (Linux); None elsewhere or at the first
+    call. Other processes' use is what it shows: a free core is one a neighbour no longer takes."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int] | None = None
+
+    def __call__(self) -> float | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                jiffies = [int(value) for value in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle, total = jiffies[3] + jiffies[4], sum(jiffies)  # idle + iowait, of every state
+        last, self._last = self._last, (idle, total)
+        if last is None or total <= last[1]:
+            return None
+        return (idle - last[0]) / (total - last[1]) * (os.cpu_count() or 1)
+
+
 @dataclass
 class ThreadTuner:
     """Chooses the training thread count from timed steps. The trainer calls `start()` and then `step_done(seconds,
     tokens)` after every training step, from the thread that trains (torch's thread count is that thread's);
-    `set_threads` applies a count, `event` reports a change in one line."""
+    `set_threads` applies a count, `event` reports a change in one line, `idle_cores` says how many cores the machine
+    left idle since it was last asked (None: unknown)."""
 
     cores: int
     set_threads: Callable[[int], None]
     event: Callable[[str], None]
+    idle_cores: Callable[[], float | None] = field(default_factory=IdleCores)
     threads: int = field(init=False)  # the count in use
     _rates: dict[int, float] = field(init=False, default_factory=dict)  # tokens/s of each count in the current probe
     _queue: list[int] = field(init=False, default_factory=list)  # counts still to time in the current probe
@@ -88,9 +112,10 @@ class ThreadTuner:
     _since_probe_s: float = field(init=False, default=0.0)
 
     def start(self) -> None:
-        """Set every core, and time the candidates from the next step."""
+        """Set every core, and time the candidates from the step after next (the first one builds and allocates)."""
         self.threads = self.cores
         self.set_threads(self.cores)
+        self._warmup = WARMUP_STEPS
         self._probe()
 
     @property
@@ -98,29 +123,45 @@ class ThreadTuner:
         return bool(self._queue)
 
     def step_done(self, seconds: float, tokens: int) -> None:
-        if self._warmup:
-            self._warmup -= 1
-            return
         if self.probing:
             self._time_candidate(seconds, tokens)
-            return
+        elif self._warmup:
+            self._warmup -= 1
+        else:
+            self._steady(seconds, tokens)
+
+    def _steady(self, seconds: float, tokens: int) -> None:
+        """Probe again when the count in use slows down (a neighbour came), or now and then if a core is idle (one left)."""
         self._since_probe_s += seconds
         self._recent.append((seconds, tokens))
         recent = _rate(self._recent)
-        if self._since_probe_s >= REPROBE_S or (len(self._recent) == RECENT_STEPS and recent < SLOWDOWN * self._rates[self.threads]):
-            self._probe()
+        if len(self._recent) == RECENT_STEPS and recent < SLOWDOWN * self._rates[self.threads]:
+            self._probe(tokens / seconds)  # the newest step's rate is the count's now (the window still holds older steps)
+        elif self._since_probe_s >= REPROBE_S:
+            self._since_probe_s = 0.0
+            idle = self.idle_cores()
+            if self.threads < self.cores and (idle is None or idle >= FREE_CORE):
+                self._probe()
 
-    def _probe(self) -> None:
-        """Time the count in use first (no change, no warm-up), then the others."""
-        self._before_probe, self._rates = self.threads, {}
-        self._queue = [self.threads] + [count for count in candidate_counts(self.cores) if count != self.threads]
-        self._timed = []
+    def _probe(self, rate_now: float | None = None) -> None:
+        """Time every candidate: the count in use first (no change, no warm-up), unless its rate is known (`rate_now`)."""
+        self._before_probe, self._timed = self.threads, []
+        others = [count for count in candidate_counts(self.cores) if count != self.threads]
+        self._rates = {} if rate_now is None else {self.threads: rate_now}
+        self._queue = others if rate_now is not None else [self.threads, *others]
+        self._use(self._queue[0])
 
     def _time_candidate(self, seconds: float, tokens: int) -> None:
-        self._timed.append((seconds, tokens))
         best = max(self._rates.values(), default=0.0)
-        if len(self._timed) < PROBE_STEPS and tokens / seconds >= HOPELESS * best:
+        if tokens / seconds < HOPELESS * best:  # far slower already: its rate is this step's
+            self._timed = [(seconds, tokens)]
+        elif self._warmup:
+            self._warmup -= 1
             return
+        else:
+            self._timed.append((seconds, tokens))
+            if len(self._timed) < PROBE_STEPS:
+                return
         self._rates[self._queue.pop(0)] = _rate(self._timed)
         self._timed = []
         if self._queue:
@@ -133,6 +174,7 @@ class ThreadTuner:
         self._use(fastest)
         self._recent.clear()
         self._since_probe_s = 0.0
+        self.idle_cores()  # from now: the next periodic probe asks what the machine left idle since
         if fastest != self._before_probe:
             before = self._before_probe
             why = "another process is using a core" if fastest < before else "more cores are free"

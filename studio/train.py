@@ -5,9 +5,9 @@ step goes into a Metrics buffer the UI polls, and into the run folder's metrics.
 pause are events checked every step (and inside validation), so a stop lands within a step.
 
 A run saved with its trainer state can be resumed exactly: the data order is a pure function of
-(seed, step), the optimizer moments, the step and the RNG states are restored, so on CPU a resumed
-run logs the same losses, bit for bit, as one that was never interrupted. The run's settings are
-studio.train_config's, its data studio.training_data's, its folder and log studio.run_folder's.
+(seed, step), the optimizer moments, the step and the RNG states are restored, so on CPU at a pinned
+--threads N a resumed run logs the same losses, bit for bit, as one never interrupted (studio.cpu_threads).
+The run's settings are studio.train_config's, its data studio.training_data's, its folder and log studio.run_folder's.
 """
 
 from __future__ import annotations

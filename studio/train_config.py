@@ -63,7 +63,7 @@ class TrainConfig:
     train_on_prompt: bool = False
     skip_invalid: bool = False  # train on the valid records of a dataset with bad ones
     max_file_mb: float = 1024  # a dataset or corpus file larger than this is refused before it is read
-    threads: int | None = None  # torch CPU threads; None: torch's default
+    threads: int | None = None  # torch CPU threads, pinned; None: measured while training (studio.cpu_threads)
     compile: bool = False  # torch.compile the training step (its compile time is reported)
 
     def to_dict(self) -> dict:

@@ -1,10 +1,14 @@
 """The training thread count: the tuner's choices from given step times (no clock), and the trainer's use of it."""
 
+import os
+import time
+
 import torch
 from train_helpers import TEST_PRESET, read_metrics, small_setup, write_dataset  # noqa: F401 (fixture)
 
 from studio import cpu_threads
-from studio.cpu_threads import PROBE_STEPS, RECENT_STEPS, REPROBE_S, SLOWDOWN, WARMUP_STEPS, ThreadTuner, candidate_counts
+from studio.cpu_threads import (HOPELESS, PROBE_STEPS, RECENT_STEPS, REPROBE_S, SLOWDOWN, WARMUP_STEPS, IdleCores, ThreadTuner,
+                                candidate_counts)
 from studio.train import Trainer
 from studio.train_config import TrainConfig
 
@@ -12,11 +16,12 @@ TOKENS = 1000  # per step
 
 
 class Recorder:
-    """A ThreadTuner on 2 cores that records the counts it sets and the events it reports."""
+    """A ThreadTuner that records the counts it sets and the events it reports, on a machine whose idle cores the test
+    sets (`idle`)."""
 
     def __init__(self, cores: int = 2):
-        self.set, self.events = [], []
-        self.tuner = ThreadTuner(cores, self.set.append, self.events.append)
+        self.set, self.events, self.idle = [], [], 0.0
+        self.tuner = ThreadTuner(cores, self.set.append, self.events.append, idle_cores=lambda: self.idle)
         self.tuner.start()
 
     def steps(self, rate_of, n: int) -> None:
@@ -24,10 +29,13 @@ class Recorder:
         for _ in range(n):
             self.tuner.step_done(TOKENS / rate_of(self.tuner.threads), TOKENS)
 
-    def probe(self, rate_of) -> None:
-        """Enough steps for a whole probe: every candidate timed, and a warm-up after each change."""
+    def probe(self, rate_of) -> int:
+        """Steps until the probe is over; how many."""
+        steps = 0
         while self.tuner.probing:
             self.steps(rate_of, 1)
+            steps += 1
+        return steps
 
 
 def test_candidates_are_every_count_on_a_small_machine_and_a_few_on_a_big_one():
@@ -38,58 +46,76 @@ def test_candidates_are_every_count_on_a_small_machine_and_a_few_on_a_big_one():
 
 
 def test_every_core_is_kept_when_it_is_fastest():
-    busy = Recorder()
-    assert busy.set == [2] and busy.tuner.probing
-    busy.probe({2: 20_000, 1: 12_000}.get)
-    assert busy.set == [2, 1, 2]  # timed at 2, tried 1, back to 2
-    assert busy.tuner.threads == 2 and not busy.tuner.probing
-    assert busy.events == []  # no change, nothing to say
+    idle = Recorder()
+    assert idle.set == [2] and idle.tuner.probing
+    assert idle.probe({2: 20_000, 1: 12_000}.get) == WARMUP_STEPS + PROBE_STEPS + WARMUP_STEPS + PROBE_STEPS
+    assert idle.set == [2, 1, 2]  # timed at 2 (after the run's first step), tried 1, back to 2
+    assert idle.tuner.threads == 2 and not idle.tuner.probing
+    assert idle.events == []  # no change, nothing to say
 
 
 def test_a_busy_core_brings_the_count_down_and_says_so_in_one_line():
     busy = Recorder()
-    steps_before = 0
-    while busy.tuner.probing:
-        busy.steps({2: 1_000, 1: 8_000}.get, 1)
-        steps_before += 1
+    busy.probe({2: 1_000, 1: 8_000}.get)
     assert busy.tuner.threads == 1 and busy.set == [2, 1]  # 1 was the last timed: no change back
-    assert steps_before == PROBE_STEPS + WARMUP_STEPS + PROBE_STEPS
     assert busy.events == ["threads 2 → 1: 8,000 tok/s against 1,000 at 2 (another process is using a core)"]
 
 
-def test_a_hopeless_candidate_is_timed_for_one_step_only():
-    tuner = Recorder(cores=4)
-    counted = 0
-    while tuner.tuner.probing:
-        tuner.steps({4: 10_000, 3: 12_000, 2: 3_000, 1: 2_000}.get, 1)
-        counted += 1
-    # 4 then 3 timed in full; 1 and 2 run under half of 12,000 at their first timed step
-    assert counted == PROBE_STEPS + 3 * WARMUP_STEPS + PROBE_STEPS + 1 + 1
-    assert tuner.tuner.threads == 3
+def test_a_hopeless_count_costs_one_step():
+    four = Recorder(cores=4)
+    steps = four.probe({4: 10_000, 3: 12_000, 2: 2_000, 1: 1_000}.get)
+    # the count in use first, then the others from 1 up: 1 and 2 run under HOPELESS of 10,000 from their first step
+    assert 2_000 < HOPELESS * 10_000
+    assert steps == (WARMUP_STEPS + PROBE_STEPS) + 1 + 1 + (WARMUP_STEPS + PROBE_STEPS)
+    assert four.set == [4, 1, 2, 3] and four.tuner.threads == 3
 
 
-def test_a_slowdown_probes_again_and_a_freed_core_brings_the_count_back_up():
+def test_a_slowdown_probes_the_other_counts_at_once():
     busy = Recorder()
     busy.probe({2: 20_000, 1: 12_000}.get)
     busy.steps({2: 20_000, 1: 12_000}.get, 3 * RECENT_STEPS)
     assert not busy.tuner.probing  # a steady rate: nothing to do
-    neighbour = {2: 8_000, 1: 12_000}  # a neighbour arrives: 2 runs under SLOWDOWN of what it measured
+    neighbour = {2: 8_000, 1: 12_000}.get  # a neighbour arrives: 2 runs under SLOWDOWN of what it measured
     assert 8_000 < SLOWDOWN * 20_000
-    busy.steps(neighbour.get, RECENT_STEPS)
-    assert busy.tuner.probing
-    busy.probe(neighbour.get)
+    slow_steps = 0
+    while not busy.tuner.probing:
+        busy.steps(neighbour, 1)
+        slow_steps += 1
+    assert slow_steps <= RECENT_STEPS
+    assert busy.set[-1] == 1  # 2's rate is the recent one: 1 is timed straight away
+    assert busy.probe(neighbour) == WARMUP_STEPS + PROBE_STEPS
     assert busy.tuner.threads == 1
-    busy.steps(neighbour.get, 3 * RECENT_STEPS)
-    assert not busy.tuner.probing
-    # the neighbour leaves: 1 thread runs as before, so only the periodic probe finds that 2 is faster again
+    assert busy.events == ["threads 2 → 1: 12,000 tok/s against 8,000 at 2 (another process is using a core)"]
+
+
+def test_more_threads_are_tried_again_only_once_a_core_is_idle():
+    busy = Recorder()
+    busy.probe({2: 1_000, 1: 12_000}.get)
+    assert busy.tuner.threads == 1
+    every_reprobe = int(REPROBE_S * 12_000 / TOKENS)  # steps at 1 thread
+    busy.steps({2: 1_000, 1: 12_000}.get, 3 * every_reprobe)
+    assert not busy.tuner.probing  # the neighbour keeps its core: no step is spent on 2 threads
+    assert busy.set == [2, 1]
+    busy.idle = 1.0  # it left
     idle = {2: 20_000, 1: 12_000}.get
-    busy.steps(idle, int(REPROBE_S * 12_000 / TOKENS) - 3 * RECENT_STEPS - 1)
-    assert not busy.tuner.probing
-    busy.steps(idle, 2)
-    assert busy.tuner.probing
+    steps = 0
+    while not busy.tuner.probing:
+        busy.steps(idle, 1)
+        steps += 1
+    assert steps <= every_reprobe + 1
     busy.probe(idle)
     assert busy.tuner.threads == 2
     assert busy.events[-1] == "threads 1 → 2: 20,000 tok/s against 12,000 at 1 (more cores are free)"
+
+
+def test_idle_cores_reads_the_machine_between_two_calls():
+    idle_cores = IdleCores()
+    assert idle_cores() is None  # nothing to compare with yet
+    spun = time.perf_counter() + 0.2
+    while time.perf_counter() < spun:
+        pass
+    idle = idle_cores()
+    assert idle is None or 0 <= idle <= (os.cpu_count() or 1)  # None where /proc/stat is not there
 
 
 # ── the trainer ──────────────────────────────────────────────────────────────
@@ -101,10 +127,9 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
 
 def test_threads_n_pins_the_count_and_turns_the_tuner_off(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 2)
-    pinned = Trainer(tiny(tmp_path, threads=1))
+    pinned = Trainer(tiny(tmp_path, threads=1, steps=2))
     pinned.run()
     assert pinned._thread_tuner is None and torch.get_num_threads() == 1
-    assert Trainer(tiny(tmp_path, out_dir=str(tmp_path / "tuned")))._thread_tuner is None  # built by prepare()
     tuned = Trainer(tiny(tmp_path, out_dir=str(tmp_path / "tuned")))
     tuned.prepare()
     assert isinstance(tuned._thread_tuner, ThreadTuner) and tuned._thread_tuner.cores == 2
@@ -123,4 +148,4 @@ def test_a_change_of_count_is_an_event_of_the_run(tmp_path, monkeypatch):
     assert torch.get_num_threads() == 1
     expected = "threads 2 → 1: 8,000 tok/s against 1,000 at 2 (another process is using a core)"
     assert expected in trainer.metrics.snapshot().events
-    assert {"step": 7, "event": expected} in read_metrics(trainer.run_dir)
+    assert {"step": 2 * (WARMUP_STEPS + PROBE_STEPS), "event": expected} in read_metrics(trainer.run_dir)

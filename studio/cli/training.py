@@ -35,7 +35,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", dest="context_size", type=int, help="context length in tokens (default: the preset's)")
     parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when available")
     parser.add_argument("--seed", type=int, help="same seed, same run")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: the fastest count, measured while training)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA and bf16-capable CPUs)")
     parser.add_argument("--eval-every", type=int, help="steps between validation losses")
     parser.add_argument("--save-every", type=int, help="steps between checkpoints (0: only at the end)")
