@@ -193,16 +193,21 @@ def _rate(timed) -> float:
 
 
 def training_threads(pinned: int | None, tunable: bool, event: Callable[[str], None]) -> ThreadTuner | None:
-    """A run's thread policy: `pinned` (--threads N) is set as it is; else, for a single process training on the CPU
-    (`tunable`) with more than one usable core, a ThreadTuner to start when training starts; else torch's default
-    (CUDA, where the CPU threads matter little; torchrun, which gives each rank its share)."""
+    """A run's thread policy, applied from the thread that trains as training starts: `pinned` (--threads N) is set as it
+    is; else, for a single process training on the CPU (`tunable`) with more than one usable core, a started ThreadTuner
+    (returned: hand it each step); else torch's default (CUDA, where the CPU threads matter little; torchrun, which
+    gives each rank its share)."""
     import torch  # here: the studio imports this module before torch is loaded
 
     if pinned:
         torch.set_num_threads(pinned)
         return None
     cores = usable_cores()
-    return ThreadTuner(cores, torch.set_num_threads, event) if tunable and cores > 1 else None
+    if not tunable or cores < 2:
+        return None
+    tuner = ThreadTuner(cores, torch.set_num_threads, event)
+    tuner.start()
+    return tuner
 
 
 def run_yielding_to_ui(work: Callable[[], T]) -> T:

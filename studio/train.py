@@ -77,7 +77,6 @@ class Trainer:
         self.bf16 = False
         self.ranks = distributed.Ranks()  # torchrun's, set by prepare()
         self.sync_every = 1  # steps between reads of the losses (each read waits for the device)
-        self._thread_tuner = None  # a ThreadTuner where the run's CPU thread count is measured (studio.cpu_threads)
 
     # ------------------------------------------------------------------------------------ control
 
@@ -160,7 +159,6 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         source, self.config = load_source(config, self.device, self._event, partial(self.metrics.set_status, LOADING))
         config = self.config  # a resume replaces it with the resumed run's settings
-        self._thread_tuner = training_threads(config.threads, self.device.type == "cpu" and not self.ranks.enabled, self._event)
         check_run_dir(config)
         # None: the source model's own template (an imported chat model's is `model`)
         config.template = config.template or (source.config.get("template", DEFAULT_TEMPLATE) if source else DEFAULT_TEMPLATE)
@@ -242,8 +240,8 @@ class Trainer:
         self._clock_start, self._paused_total = time.perf_counter(), 0.0
         self._window_start = self._clock_start
         first_step = self.step + 1
-        if self._thread_tuner is not None:
-            self._thread_tuner.start()  # here: torch's thread count is the calling thread's
+        # here, on the thread that trains: torch's thread count is that thread's
+        tuner = training_threads(config.threads, self.device.type == "cpu" and not self.ranks.enabled, self._event)
         for step in range(first_step, config.steps + 1):
             if not self._wait_while_paused():
                 break
@@ -269,8 +267,8 @@ class Trainer:
                 optimizer.step()
                 self.step = step
             optimizer.zero_grad(set_to_none=True)
-            if self._thread_tuner is not None:
-                self._thread_tuner.step_done(time.perf_counter() - step_started, batch.tokens)
+            if tuner is not None:
+                tuner.step_done(time.perf_counter() - step_started, batch.tokens)
             if config.compile and step == first_step:
                 self._report_compile_time()
             if evaluate and self.ranks.is_main:

@@ -127,23 +127,22 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
 
 def test_threads_n_pins_the_count_and_turns_the_tuner_off(tmp_path, monkeypatch):
     monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 2)
-    pinned = Trainer(tiny(tmp_path, threads=1, steps=2))
-    pinned.run()
-    assert pinned._thread_tuner is None and torch.get_num_threads() == 1
-    tuned = Trainer(tiny(tmp_path, out_dir=str(tmp_path / "tuned")))
-    tuned.prepare()
-    assert isinstance(tuned._thread_tuner, ThreadTuner) and tuned._thread_tuner.cores == 2
+    started = []
+    monkeypatch.setattr(ThreadTuner, "start", lambda self: started.append(self.cores))
+    Trainer(tiny(tmp_path, threads=1, steps=2)).run()
+    assert started == [] and torch.get_num_threads() == 1
+    Trainer(tiny(tmp_path, steps=2, out_dir=str(tmp_path / "tuned"))).run()
+    assert started == [2]  # not pinned: tuned over the usable cores
 
 
 def test_a_change_of_count_is_an_event_of_the_run(tmp_path, monkeypatch):
-    """The trainer starts the tuner on its own thread and hands it every step; here each step reports the time one
-    thread is faster by (the real step times would make the test depend on the machine's load)."""
+    """The trainer starts a tuner on the thread that trains and hands it every step; here each step reports the time
+    one thread is faster by (the real step times would make the test depend on the machine's load)."""
     monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 2)
+    step_done = ThreadTuner.step_done
+    monkeypatch.setattr(ThreadTuner, "step_done",
+                        lambda self, seconds, tokens: step_done(self, tokens / {2: 1_000, 1: 8_000}[self.threads], tokens))
     trainer = Trainer(tiny(tmp_path))
-    trainer.prepare()
-    tuner = trainer._thread_tuner
-    real_step_done = tuner.step_done
-    monkeypatch.setattr(tuner, "step_done", lambda seconds, tokens: real_step_done(tokens / {2: 1_000, 1: 8_000}[tuner.threads], tokens))
     trainer.run()
     assert torch.get_num_threads() == 1
     expected = "threads 2 → 1: 8,000 tok/s against 1,000 at 2 (another process is using a core)"
