@@ -13,7 +13,7 @@ strip, and stopped by the end token) over the whole file and over the trained an
 are the run's own split, rebuilt from the checkpoint), the final and the best validation loss of the run, and
 where the run's time went (before the first step, the steps, validation + probes + saves).
 
-    .venv/bin/python bench/default_run.py                    # 2 rounds, ~4 min on an idle 2-core machine
+    .venv/bin/python bench/default_run.py                    # 2 rounds: with today's defaults ~6 min on an idle 2-core machine
     .venv/bin/python bench/default_run.py --rounds 1 --train-args "--steps 600 --lr 8e-3"   # try a setting
 """
 
