@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from studio.train_config import TrainingError
 
@@ -56,22 +54,3 @@ def use_bf16(setting: bool | None, device: torch.device) -> bool:
 
 def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-# On CPU in bf16, batch widths from this one up train faster with the flash-attention kernel, narrower ones with
-# the plain-matmul (math) attention. Measured forward + backward, bf16, head_dim 32, 1 thread, 2-core Xeon with AMX
-# (docs/PERFORMANCE.md): at 4 x 4 heads math 2.6 ms vs flash 5.4 ms at width 128, 7.5 vs 9.9 ms the other way at
-# 256; at 16 x 8 heads math wins up to 176 (51 vs 64 ms), flash from 192 (40 vs 55 ms; 62 vs 129 ms at 256).
-CPU_FLASH_FROM_WIDTH = 192
-
-
-def training_precision(device: torch.device, bf16: bool, width: int) -> ExitStack:
-    """Autocast, plus on CPU in bf16 the attention kernel that is faster for rows `width` tokens wide: the
-    plain-matmul attention for short rows (there the CPU flash kernel made whole tiny-model steps 1.4x slower),
-    flash attention for long ones (there the math kernel's fp32 softmax and masked-row guard cost more).
-    Only the training thread uses it: sdpa_kernel flips process-wide flags."""
-    stack = ExitStack()
-    stack.enter_context(autocast(device, bf16))
-    if bf16 and device.type == "cpu":
-        stack.enter_context(sdpa_kernel(SDPBackend.MATH if width < CPU_FLASH_FROM_WIDTH else SDPBackend.FLASH_ATTENTION))
-    return stack

@@ -101,8 +101,7 @@ def forward_backward(model, batch: Batch, ranks: Ranks, grad_accum: int, pad_id:
                      precision) -> torch.Tensor:
     """Gradients of the global batch's mean loss over its trained tokens; returns this rank's part of that
     mean (the parts of every rank sum to it). The batch goes in grad_accum pieces per rank, summed; each
-    piece weighs by the global count, so the result does not depend on how the batch was cut.
-    precision(width): the context a piece of rows `width` tokens wide is computed in."""
+    piece weighs by the global count, so the result does not depend on how the batch was cut."""
     pieces = micro_batches(batch, ranks, grad_accum, pad_id)
     scale = ranks.world_size / batch.trained_tokens  # DDP averages the ranks' gradients: undo its 1/world
     total = torch.zeros((), device=device)
@@ -111,7 +110,7 @@ def forward_backward(model, batch: Batch, ranks: Ranks, grad_accum: int, pad_id:
         with ExitStack() as stack:
             if ranks.enabled and index < len(pieces) - 1:
                 stack.enter_context(model.no_sync())  # all-reduce the gradients once, after the last piece
-            with precision(piece.inputs.size(1)):  # the kernels may depend on the width
+            with precision():
                 _, per_token = model(piece.inputs, piece.targets, reduction="none")
             loss = per_token.float().sum() * scale
             loss.backward()

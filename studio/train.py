@@ -26,7 +26,7 @@ import torch
 from studio import checkpoint, distributed
 from studio.batching import Batch
 from studio.cpu_threads import training_threads
-from studio.devices import autocast, resolve_device, training_precision, use_bf16
+from studio.devices import autocast, resolve_device, use_bf16
 from studio.evaluation.probes import run_probes
 from studio.keeping import DivergenceGuard, probe_loss, rescue_save
 from studio.lint import dataset_tokenizer
@@ -251,7 +251,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = distributed.forward_backward(self.train_model, batch, self.ranks, config.grad_accum, self.tokenizer.pad_id,
-                                                self.device, partial(training_precision, self.device, self.bf16))
+                                                self.device, lambda: autocast(self.device, self.bf16))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
             # Decided on the device (no sync): a non-finite gradient skips the whole update, optimizer state
             # included. The same on every rank: the gradients, and so their norm, are the all-reduced ones.
@@ -347,7 +347,7 @@ class Trainer:
                 if self.control.stop_requested:
                     return None
                 batch = batch.to(self.device)
-                with training_precision(self.device, self.bf16, batch.inputs.size(1)):
+                with autocast(self.device, self.bf16):
                     _, losses = self.model(batch.inputs, batch.targets, reduction="none")
                 total += losses.float().sum()
                 count += batch.trained_tokens
@@ -356,8 +356,7 @@ class Trainer:
         return total.item() / count
 
     def _probe_loss(self) -> float:
-        first = self.batches.get(1).to(self.device)
-        return probe_loss(self.model, first, training_precision(self.device, self.bf16, first.inputs.size(1)))
+        return probe_loss(self.model, self.batches.get(1).to(self.device), autocast(self.device, self.bf16))
 
     def _kept(self) -> str:
         if self.last_checkpoint is None:

@@ -46,7 +46,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path, dataset):
     try:
         for step in range(1, 4):
             loss = distributed.forward_backward(trainer.train_model, trainer.batches.get(step), trainer.ranks, 1,
-                                                trainer.tokenizer.pad_id, trainer.device, lambda width: autocast(trainer.device, True))
+                                                trainer.tokenizer.pad_id, trainer.device, lambda: autocast(trainer.device, True))
             norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
             trainer.optimizer.found_inf = (~(torch.isfinite(norm) & torch.isfinite(loss))).float()
             trainer.optimizer.step()

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from studio.model import GPT, GPTConfig, KVCache, model_config
+from studio.model import GPT, GPTConfig, KVCache, attend, model_config
 from studio.presets import PRESETS
 from studio.rows import IGNORE as IGNORE_INDEX
 
@@ -237,3 +237,27 @@ def test_model_config_overrides():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="tiny, small, medium"):
         model_config("huge", vocab_size=97)
+
+
+def test_attention_under_cpu_bf16_autocast_is_computed_in_fp32_and_returned_in_bf16():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 24, 8, generator=g).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attend(q, k, v, is_causal=True)
+        bf16_kernel = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    fp32 = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, fp32.bfloat16())
+    assert torch.allclose(y.float(), bf16_kernel.float(), atol=3e-2)  # the same attention, only rounded differently
+
+
+def test_bf16_training_loss_matches_fp32():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    idx = random_batch(T=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, bf16_loss = model(idx, idx)
+    bf16_loss.backward()
+    _, fp32_loss = model(idx, idx)
+    assert bf16_loss.item() == pytest.approx(fp32_loss.item(), rel=1e-2)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
