@@ -12,6 +12,7 @@ that steals the CPU for a while hurts both sides alike rather than one.
 
     .venv/bin/python bench/train_throughput.py            # both configs, a few minutes on 2 cores
     .venv/bin/python bench/train_throughput.py --configs b --rounds 5
+    .venv/bin/python bench/train_throughput.py --threads 1 --cpu-time  # on a machine others are using
     .venv/bin/python bench/train_throughput.py --compile  # adds our runs with --compile (its compile steps untimed)
 """
 
@@ -50,6 +51,9 @@ CONFIGS = {
     "b": dict(context_size=256, d_model=256, n_heads=8, n_layers=4, batch_size=16),
 }
 TIMED_STEPS = {"a": 30, "b": 10}  # a few seconds per run: short runs are less likely to share the CPU with a burst
+# Wall time by default; --cpu-time: this process's CPU time, which a neighbour's load inflates far less (with
+# --threads 1 it is the time the one training thread computed; with more threads it also counts OpenMP's spinning).
+clock = time.perf_counter
 WARMUP_STEPS = 3  # first steps allocate buffers and create oneDNN kernels: not timed
 
 
@@ -67,10 +71,10 @@ def matmul_peak(dtype: torch.dtype, n: int = 1024, trials: int = 5) -> float:
     a @ b
     best = 0.0
     for _ in range(trials):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(5):
             a @ b
-        best = max(best, 5 * 2 * n**3 / (time.perf_counter() - start))
+        best = max(best, 5 * 2 * n**3 / (clock() - start))
     return best
 
 
@@ -89,7 +93,7 @@ class TimedMetrics(Metrics):
         self.times: dict[int, float] = {}
 
     def record_step(self, record):
-        self.times[record.step] = time.perf_counter()
+        self.times[record.step] = clock()
         super().record_step(record)
 
 
@@ -122,10 +126,10 @@ def notebook(shape: dict, steps: int, examples, tokenizer) -> Result:
     rows = [torch.randint(0, X.size(0), (batch_size,), generator=generator) for _ in range(WARMUP_STEPS + steps)]
     for idx in rows[:WARMUP_STEPS]:
         notebook_step(model, optimizer, X, Y, MASK, idx)
-    start = time.perf_counter()
+    start = clock()
     for idx in rows[WARMUP_STEPS:]:
         notebook_step(model, optimizer, X, Y, MASK, idx)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     timed = torch.cat(rows[WARMUP_STEPS:])
     trained, tokens = float(MASK[timed].sum()), float(lengths[timed].sum())
     return Result("notebook", trained / seconds, tokens / seconds, 1 - tokens / (len(timed) * context))
@@ -139,7 +143,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side counts")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--compile", action="store_true", help="also our runs with torch.compile (a new batch width recompiles)")
+    parser.add_argument("--cpu-time", action="store_true", help="time by process CPU time (for a shared machine, with --threads 1)")
     args = parser.parse_args()
+    if args.cpu_time:
+        global clock
+        clock = time.process_time
     torch.set_num_threads(args.threads)
     peaks = [(matmul_peak(torch.float32), matmul_peak(torch.bfloat16))]
     measured = {}
@@ -162,6 +170,7 @@ def main() -> None:
     peak32, peak16 = max(p[0] for p in peaks), max(p[1] for p in peaks)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
           f"native bf16: {cpu_has_native_bf16()}")
+    print(f"timed by {'process CPU time' if args.cpu_time else 'wall time'}; load average {os.getloadavg()[0]:.1f}")
     print(f"matmul peak: fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s (1024x1024)")
     for key, (flops_per_token, best) in measured.items():
         base = best["notebook"].trained_per_s
