@@ -322,4 +322,3 @@ def test_pretrain_on_a_corpus(tmp_path):
     assert curve[-1] < curve[0]
     assert trainer.metrics.snapshot().val
     assert checkpoint.load(path).config["stage"] == "pretrain"
-
