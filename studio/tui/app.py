@@ -25,7 +25,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.reactive import var
 from textual.widget import Widget
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio import paths
@@ -44,6 +44,7 @@ from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
 from studio.cpu_threads import run_yielding_to_ui, ui_spare_threads
 from studio.tui.workspace import MaskSettings, Workspace
+from studio.tui.widgets.key_footer import PaneFooter
 
 PANES = (
     ("dataset", "Dataset", DatasetPane),
@@ -92,6 +93,8 @@ class StudioApp(App):
 
     def __init__(self, dataset: Path | None = None, *, trainer_factory=None, chat_backend=None, watch: Path | None = None):
         super().__init__()
+        # No animations: the tab underline's 0.3 s glide alone redraws ~18 frames on the UI thread per pane switch
+        self.animation_level = "none"
         self.dataset_path = Path(dataset) if dataset is not None else paths.DEFAULT_DATASET
         self.trainer_factory = trainer_factory or default_trainer_factory
         self.chat_backend = chat_backend or ChatBackend(live_run=lambda: self.current_run)
@@ -112,9 +115,9 @@ class StudioApp(App):
         with TabbedContent(initial="dataset"):
             for number, (pane_id, title, pane_class) in enumerate(PANES, start=1):
                 with TabPane(f"{number} {title}", id=pane_id):
-                    if number == 1:
-                        yield pane_class()  # the others mount after the first frame (_mount_hidden_panes)
-        yield Footer(compact=True)
+                    if number == 1:  # the others mount after the first frame (_mount_hidden_panes)
+                        yield pane_class()
+                        yield PaneFooter()  # each pane has its own: a pane switch rebuilds no keys
 
     def on_mount(self) -> None:
         if self.is_web:
@@ -130,7 +133,7 @@ class StudioApp(App):
         """Mount the panes not shown at start, after the first frame (which comes sooner without them); then
         start loading torch, so that every pane is there to receive TorchReady."""
         tabs = self.query_one(TabbedContent)
-        await asyncio.gather(*(tabs.get_pane(pane_id).mount(pane_class()) for pane_id, _, pane_class in PANES[1:]))
+        await asyncio.gather(*(tabs.get_pane(pane_id).mount(pane_class(), PaneFooter()) for pane_id, _, pane_class in PANES[1:]))
         if tabs.active != PANES[0][0]:  # a pane key came before its pane was there (type-ahead at startup)
             self.focus_pane(tabs.get_pane(tabs.active))
         self.import_torch()
