@@ -167,11 +167,26 @@ class KeyTest:
     setup: bytes = b""
 
 
+def typing_markers() -> list[tuple[str, ...]]:
+    """What each key of FILTER_WORD draws: its echo in the filter, and, when it changes which examples match, the
+    status line's new count ("N match") once the table has been filtered (a key that matches the same examples
+    leaves the table as it is)."""
+    from studio import data, paths
+    from studio.tui.workspace import Workspace
+
+    workspace = Workspace(data.load(paths.DEFAULT_DATASET))
+    markers, previous = [], workspace.matching("")
+    for end in range(1, len(FILTER_WORD) + 1):
+        matches = workspace.matching(FILTER_WORD[:end])
+        markers.append((FILTER_WORD[:end], f"{len(matches):,} match") if matches != previous else (FILTER_WORD[:end],))
+        previous = matches
+    return markers
+
+
 def key_tests(other_pane: tuple[bytes, str]) -> list[KeyTest]:
     """The pane switch goes between the mask pane and `other_pane` (key, marker); the other two keys act in the
-    dataset pane: the preview heading names the row under the cursor; a typed key is echoed in the filter, and
-    the status line under the table is written again once the table has been filtered."""
-    typing = tuple((key.encode(), (FILTER_WORD[: i + 1], ROWS_SHOWN)) for i, key in enumerate(FILTER_WORD))
+    dataset pane: the preview heading names the row under the cursor; a typed key as typing_markers says."""
+    typing = tuple((key.encode(), markers) for key, markers in zip(FILTER_WORD, typing_markers()))
     return [
         KeyTest("pane switch", ((b"2", (MASK,)), (other_pane[0], (other_pane[1],)))),
         KeyTest("cursor down/up", ((DOWN, ("#1 · ",)), (UP, ("#0 · ",))), setup=b"1"),

@@ -30,9 +30,10 @@ from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected
 from studio.tui.screens.open_dataset import OpenDatasetScreen
 from studio.tui.widgets.example_table import FLAGS_WIDTH, TOKENS_WIDTH, ExampleTable, flags_cell, tokens_cell
+from studio.tui.widgets.filter_input import FilterInput
 from studio.tui.workspace import LintedConversation, MaskSettings, Workspace
 
-PAGE_ROWS = 1000  # rows materialised at a time: adding 50 000 DataTable rows blocks the UI for ~0.7 s
+PAGE_ROWS = 100  # rows materialised at a time: adding 50 000 DataTable rows blocks the UI for ~0.7 s
 LINT_BATCH_S = 0.25  # how often the lint worker hands results to the UI
 FLAGGED = "flagged"  # search word every flagged conversation gets, so the filter can list them all
 class DatasetPane(Widget):
@@ -66,6 +67,7 @@ class DatasetPane(Widget):
         self.lint_done = 0
         self.matches: list[int] = []  # conversation indices matching the filter, in order
         self.previewed: int | None = None  # the conversation in the preview (the table's cursor)
+        self._preview_drawn: tuple | None = None  # (workspace, index, lint result, settings, template) it shows
         self.instruction_width = 40
         self.losses: list[float | None] | None = None  # per conversation, when sorted worst first (key w)
         self.loss_checkpoint: str | None = None  # the checkpoint those losses are of (None: the studio's run)
@@ -73,7 +75,7 @@ class DatasetPane(Widget):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dataset-list"):
-            yield Input(placeholder="filter: words · a flag · flagged · #index", id="dataset-filter")
+            yield FilterInput(placeholder="filter: words · a flag · flagged · #index", id="dataset-filter")
             yield ExampleTable(id="dataset-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="dataset-status")
         with VerticalScroll(id="dataset-preview"):
@@ -241,12 +243,12 @@ class DatasetPane(Widget):
         if len(instruction) > self.instruction_width:
             instruction = instruction[: self.instruction_width - 1] + "…"
         linted = self.linted[index]
-        return (
+        return (  # Text, never str: DataTable parses a str cell as markup (slow, and "[x]" in a dataset would vanish)
             Text(str(index), justify="right"),
-            conversation.format,
+            Text(conversation.format),
             tokens_cell(linted),
             flags_cell(linted),
-            instruction,
+            Text(instruction),
         )
 
     def _fill_rows(self, start: int, keep: int | None = None) -> None:
@@ -279,6 +281,8 @@ class DatasetPane(Widget):
     # ── filter ────────────────────────────────────────────────────────────
     @on(Input.Changed, "#dataset-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
+        if self.workspace is not None and self.losses is None and self.workspace.matching(event.value) == self.matches:
+            return  # a key that matches the same examples (most keys once a word is typed): the table stays as it is
         self._apply_filter(event.value)
 
     def _apply_filter(self, query: str) -> None:
@@ -289,6 +293,7 @@ class DatasetPane(Widget):
         if not self.matches:
             self.query_one("#preview-heading", Static).update(Text(f"nothing matches {query!r}", style="italic"))
             self.query_one("#preview-text", Static).update("")
+            self._preview_drawn = None
 
     @on(Input.Submitted, "#dataset-filter")
     def _filter_submitted(self) -> None:
@@ -361,18 +366,23 @@ class DatasetPane(Widget):
         else:
             flagged = sum(1 for linted in self.linted if linted is not None and linted.flags)
             parts.append(f"{flagged:,} flagged" if flagged else "no lint flags")
-        self.query_one("#dataset-status", Static).update(" · ".join(parts))
+        self.query_one("#dataset-status", Static).update(" · ".join(parts), layout=False)  # one line, always
 
     def _show_preview(self) -> None:
         index = self.previewed
         if self.workspace is None or index is None:
             return
-        conversation = self.workspace.conversations[index]
         settings: MaskSettings = self.app.mask_settings
+        linted = self.linted[index]
+        template = self.workspace.cached_template(settings)  # a model's: once the lint worker has built it
+        drawn = (self.workspace, index, linted, settings, template)
+        if self._preview_drawn is not None and all(a is b or a == b for a, b in zip(drawn, self._preview_drawn)):
+            return  # the cursor's row again (a refilter, then its RowHighlighted): already drawn
+        self._preview_drawn = drawn
+        conversation = self.workspace.conversations[index]
         heading = Text()
         heading.append(f"#{index}", style="bold")
         heading.append(f" · {conversation.format} · {conversation.source}")
-        linted = self.linted[index]
         if linted is not None:
             heading.append(f"\n{linted.tokens} tokens ({settings.template}, {settings.tokenizer_name})")
             if len(linted.parts) > 1:
@@ -380,7 +390,6 @@ class DatasetPane(Widget):
             for flag in linted.flags:
                 heading.append(f"\n⚑ {flag}", style="bold yellow")
                 heading.append(f": {FLAG_MEANINGS[flag]}")
-        template = self.workspace.cached_template(settings)  # a model's: once the lint worker has built it
         try:
             text = Text(visible(rendered_text(template.render(conversation)))) if template else Text("…", style="italic")
         except ValueError as error:  # a model's chat template that cannot render this conversation: one line

@@ -69,6 +69,7 @@ class MaskPane(Widget):
         self.heat: HeatMap | None = None
         self._heat_version: object = -1  # the heat source's version (metrics version, or checkpoint) of the shown heat-map
         self.problem: str | None = None  # why the example cannot be shown (one line), e.g. a template it cannot use
+        self._stale = False  # the example or settings changed while the pane was hidden: rebuilt when it is shown
 
     def compose(self) -> ComposeResult:
         yield Static(id="mask-heading")
@@ -113,6 +114,10 @@ class MaskPane(Widget):
         return workspace.conversations[index]
 
     def _rebuild(self, *_) -> None:
+        if not self.is_on_screen:  # hidden: each cursor move or filter key in the dataset pane would tokenize and draw
+            self._stale = True
+            return
+        self._stale = False
         conversation = self._conversation()
         settings: MaskSettings = self.app.mask_settings
         self.examples, self.problem = [], None
@@ -165,6 +170,8 @@ class MaskPane(Widget):
         return None, None
 
     def on_show(self) -> None:
+        if self._stale:
+            self._rebuild()
         self.call_after_refresh(self._refresh_heat)
 
     def _refresh_heat(self) -> None:
