@@ -70,6 +70,24 @@ async def test_filter_narrows_and_selection_follows():
         assert app.focused.id == "dataset-table"
 
 
+async def test_table_shows_brackets_as_written_and_a_key_matching_the_same_rows_keeps_them(tmp_path):
+    """DataTable reads a str cell as markup: "[bold]" would vanish. A key that matches the same examples (the
+    second letter of "zz" here) leaves the table's rows as they are, the filter's echo being all it draws."""
+    path = write_jsonl(tmp_path / "brackets.jsonl", [{"instruction": "Marque [bold] e [x] zz", "response": "ok"},
+                                                     {"instruction": "outra", "response": "ok"}])
+    app = StudioTestApp(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        table = app.query_one("#dataset-table", DataTable)
+        assert "Marque [bold] e [x] zz" in table.render_line(1).text  # the first row, under the header
+        await pilot.press("slash", "z")
+        rows = list(table.rows.values())
+        assert row_indices(app) == [0]
+        await pilot.press("z")
+        assert app.query_one("#dataset-filter", Input).value == "zz"
+        assert list(table.rows.values()) == rows  # the same Row objects: not cleared and added again
+
+
 async def test_bad_file_reports_file_and_line(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", ['{"instruction": "a", "response": "b"}', '{"instruction": oops}'])
     app = StudioTestApp(SMALL_DATASET)
