@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import os
 import signal
 import threading
@@ -36,23 +37,25 @@ from studio.tui.chat_backend import ChatBackend
 from studio.tui.commands import PaneActionsProvider
 from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected, TorchReady
-from studio.tui.panes.chat import ChatPane
-from studio.tui.panes.dataset import DatasetPane
-from studio.tui.panes.evaluate import EvaluatePane
-from studio.tui.panes.mask import MaskPane
-from studio.tui.panes.train import TrainPane
 from studio.tui.screens.help import HelpScreen
 from studio.cpu_threads import run_yielding_to_ui, ui_spare_threads
 from studio.tui.workspace import MaskSettings, Workspace
 from studio.tui.widgets.key_footer import PaneFooter
 
+# (id, title, class in studio.tui.panes): the first is drawn in the first frame; the others are imported and
+# mounted after it, and their modules (plotext, the evaluation code: ~40 ms on a 2-core box) do not delay it
 PANES = (
-    ("dataset", "Dataset", DatasetPane),
-    ("mask", "Mask", MaskPane),
-    ("train", "Train", TrainPane),
-    ("chat", "Chat", ChatPane),
-    ("evaluate", "Evaluate", EvaluatePane),
+    ("dataset", "Dataset", "dataset.DatasetPane"),
+    ("mask", "Mask", "mask.MaskPane"),
+    ("train", "Train", "train.TrainPane"),
+    ("chat", "Chat", "chat.ChatPane"),
+    ("evaluate", "Evaluate", "evaluate.EvaluatePane"),
 )
+
+
+def pane_class(name: str) -> type[Widget]:
+    module, class_name = name.split(".")
+    return getattr(importlib.import_module(f"studio.tui.panes.{module}"), class_name)
 # Keys a browser keeps for itself whatever the page does (ctrl+n a new window, ctrl+t a new tab): in the browser
 # (`studio serve`) these bindings answer to their other key, which the footer then shows.
 BROWSER_KEYMAP = {"chat.choose_model": "f6", "chat.temperature_up": "ctrl+y"}
@@ -113,10 +116,10 @@ class StudioApp(App):
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(initial="dataset"):
-            for number, (pane_id, title, pane_class) in enumerate(PANES, start=1):
+            for number, (pane_id, title, pane_name) in enumerate(PANES, start=1):
                 with TabPane(f"{number} {title}", id=pane_id):
                     if number == 1:  # the others mount after the first frame (_mount_hidden_panes)
-                        yield pane_class()
+                        yield pane_class(pane_name)()
                         yield PaneFooter()  # each pane has its own: a pane switch rebuilds no keys
 
     def on_mount(self) -> None:
@@ -133,7 +136,7 @@ class StudioApp(App):
         """Mount the panes not shown at start, after the first frame (which comes sooner without them); then
         start loading torch, so that every pane is there to receive TorchReady."""
         tabs = self.query_one(TabbedContent)
-        await asyncio.gather(*(tabs.get_pane(pane_id).mount(pane_class(), PaneFooter()) for pane_id, _, pane_class in PANES[1:]))
+        await asyncio.gather(*(tabs.get_pane(pane_id).mount(pane_class(name)(), PaneFooter()) for pane_id, _, name in PANES[1:]))
         if tabs.active != PANES[0][0]:  # a pane key came before its pane was there (type-ahead at startup)
             self.focus_pane(tabs.get_pane(tabs.active))
         self.import_torch()
@@ -184,7 +187,7 @@ class StudioApp(App):
 
     def panes(self) -> list[Widget]:
         """The panes mounted so far (all of them, a moment after the first frame)."""
-        return [pane for _, _, pane_class in PANES for pane in self.query(pane_class)]
+        return [tab_pane.children[0] for tab_pane in self.query(TabPane) if tab_pane.children]
 
     # ── shared state ──────────────────────────────────────────────────────
     def on_dataset_opened(self, message: DatasetOpened) -> None:
