@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from time import monotonic
 
+from textual.app import RenderResult
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
@@ -54,6 +55,15 @@ class LossPlot(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self._drawn_version: int | None = None
         self._drawn_at = -math.inf
+        self._figure: tuple[tuple, RenderResult] | None = None  # (what it was built from, the built figure)
+
+    def render(self) -> RenderResult:
+        """PlotextPlot builds the whole figure at every render (10-20 ms on the UI thread): a repaint of the screen
+        (a pane switch back here, a layout) reuses the figure built from the same data, scale, size and theme."""
+        key = (self._drawn_version, self.log_scale, self.size, self.app.theme)
+        if self._figure is None or self._figure[0] != key:
+            self._figure = (key, super().render())
+        return self._figure[1]
 
     def on_resize(self) -> None:
         self._drawn_version = None  # the number of points depends on the width: draw again
