@@ -32,6 +32,18 @@ def one_line(error: Exception) -> None:
     assert str(error) and "\n" not in str(error), repr(error)
 
 
+def load_with_one_line_errors(path) -> data.LoadResult | None:
+    """data.load(path), asserting that the file's error, or each record's, is one line (None: the file's)."""
+    try:
+        result = data.load(path)
+    except data.DatasetError as error:
+        one_line(error)
+        return None
+    for error in result.errors:
+        one_line(error)
+    return result
+
+
 def dumps(value) -> str:
     return json.dumps(value, ensure_ascii=True, allow_nan=True)
 
@@ -41,14 +53,10 @@ def dumps(value) -> str:
 def test_any_jsonl_records_load_or_give_one_line_errors(tmp_path, records):
     path = tmp_path / "fuzz.jsonl"
     path.write_text("".join(dumps(record) + "\n" for record in records), encoding="utf-8")
-    try:
-        result = data.load(path)
-    except data.DatasetError as error:
-        one_line(error)
+    result = load_with_one_line_errors(path)
+    if result is None:
         return
-    for error in result.errors:
-        assert isinstance(error, data.RecordError)
-        one_line(error)
+    assert all(isinstance(error, data.RecordError) for error in result.errors)
     for conversation in result.conversations:  # what loads is text a file can hold
         for turn in conversation.turns:
             turn.text.encode("utf-8")
@@ -59,13 +67,7 @@ def test_any_jsonl_records_load_or_give_one_line_errors(tmp_path, records):
 def test_any_bytes_as_a_dataset_give_one_line_errors(tmp_path, raw):
     path = tmp_path / "fuzz.json"
     path.write_bytes(raw)
-    try:
-        result = data.load(path)
-    except data.DatasetError as error:
-        one_line(error)
-        return
-    for error in result.errors:
-        one_line(error)
+    load_with_one_line_errors(path)
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,9 @@ async def test_palette_lists_every_pane_action_and_runs_it():
         assert any(text.endswith("Show flagged examples only") for text in provider_titles)  # a command without a key
 
 
-async def test_quit_while_training_stops_the_trainer_and_exits_promptly():
+@pytest.mark.parametrize("exit_by", ["q", "ExitApp"])
+async def test_an_exit_while_training_stops_the_trainer_saves_and_exits_promptly(exit_by):
+    """q, or ExitApp: what textual-serve sends when a visitor's browser tab closes (studio serve)."""
     factory = scripted_factory(step_seconds=0.01)
     app = StudioTestApp(SMALL_DATASET, trainer_factory=factory)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -139,25 +141,14 @@ async def test_quit_while_training_stops_the_trainer_and_exits_promptly():
         app.start_training(scripted_config())
         await wait_until(pilot, lambda: app.metrics.status == RUNNING, what="training")
         started = time.monotonic()
-        await pilot.press("q")
+        if exit_by == "q":
+            await pilot.press("q")
+        else:
+            app.post_message(ExitApp())
         await wait_until(pilot, lambda: not app.is_running, what="the exit")
         assert time.monotonic() - started < 2
     assert app.metrics.status == STOPPED
     assert app.metrics.snapshot().checkpoints  # the trainer saved on its way out
-
-
-async def test_an_exit_without_q_saves_the_run_too():
-    """textual-serve ends a visitor's studio with ExitApp when their browser tab closes (studio serve)."""
-    factory = scripted_factory(step_seconds=0.01)
-    app = StudioTestApp(SMALL_DATASET, trainer_factory=factory)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        app.start_training(scripted_config())
-        await wait_until(pilot, lambda: app.metrics.status == RUNNING, what="training")
-        app.post_message(ExitApp())
-        await wait_until(pilot, lambda: not app.is_running, what="the exit")
-    assert app.metrics.status == STOPPED
-    assert app.metrics.snapshot().checkpoints
 
 
 class FailingTrainer(ScriptedTrainer):

@@ -34,7 +34,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-lr", type=float, help="learning rate at the last step (default: lr / 20)")
     parser.add_argument("--context", dest="context_size", type=int, help="context length in tokens (default: the preset's)")
     parser.add_argument("--device", choices=DEVICES, help="default auto: CUDA when available")
-    parser.add_argument("--seed", type=int, help="same seed, same run")
+    parser.add_argument("--seed", type=int, help="same seed, same run (bit for bit with --threads pinned too: 1 and 2 threads round differently)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: the fastest count, measured while training)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA and bf16-capable CPUs)")
     parser.add_argument("--eval-every", type=int, help="steps between validation losses")
