@@ -63,7 +63,6 @@ DOWN, UP, ESCAPE = b"\x1b[B", b"\x1b[A", b"\x1b"
 FILTER_WORD = "pergunta"  # typed one key at a time; no 'p' is on the dataset pane before it (placeholder included)
 WARMUP_STEPS = 10  # first steps build kernels and allocate: not counted in throughput
 OUTLASTING_STEPS = 1_000_000  # a run for the key presses: still training when they are done (q stops it)
-TOAST_S = 5.5  # a notification's life (Textual's default timeout, 5 s), and a little
 
 
 class Terminal:
@@ -270,8 +269,6 @@ def training_latency(presses: int) -> dict[str, list[float]]:
     """Key-to-screen while a real run trains inside the studio (ms by test)."""
     with tempfile.TemporaryDirectory() as out:
         terminal = training_studio(Path(out), OUTLASTING_STEPS)
-        if thread_changes(Path(out)):  # notified: the toast covers the stats line the pane switch waits for, for 5 s
-            time.sleep(TOAST_S)
         values = {test.name: latencies(terminal, test, presses) for test in key_tests((b"3", TRAIN))}
         terminal.quit()  # stops the run (it saves a checkpoint first)
         return values

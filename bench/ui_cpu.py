@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ui import (OUTLASTING_STEPS, ROWS_SHOWN, DATASET, TOAST_S, TRAIN, KeyTest, Terminal, _cuda, _load,  # noqa: E402
-                key_tests, percentile, thread_changes, training_studio)
+from ui import (OUTLASTING_STEPS, ROWS_SHOWN, DATASET, TRAIN, KeyTest, Terminal, _cuda, _load,  # noqa: E402
+                key_tests, percentile, training_studio)
 
 SETTLE_S = 0.15  # after a key's result has arrived: what the key set off afterwards (a debounce, a timer) counts too
 
@@ -92,8 +92,6 @@ def main() -> None:
         print("while training:")
         with tempfile.TemporaryDirectory() as out:
             terminal = training_studio(Path(out), OUTLASTING_STEPS)
-            if thread_changes(Path(out)):  # as bench/ui.py: a thread-change toast would cover the train pane's stats line
-                time.sleep(TOAST_S)
             results["while training"] = measure(terminal, key_tests((b"3", TRAIN)), args.presses)
             terminal.quit()
     print(f"\nUI-thread CPU per key, {args.presses} presses each, ms")

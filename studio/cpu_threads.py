@@ -37,6 +37,7 @@ FREE_CORE = 0.5  # idle share of the machine, in cores, since the last probe abo
 SLOWDOWN = 0.7  # the chosen count's rate falling under this share of what its probe measured: probe again now
 RECENT_STEPS = 5  # steps over which that rate is taken
 HOPELESS = 0.25  # a candidate whose step (warm-up included) runs under this share of the best rate so far: no more steps
+THREAD_CHANGE = "threads "  # how a change of count's event starts: the run's log and the CLI show it, the studio shows no toast
 # (beside a busy process on 2 cores a step at 2 threads took ~10x one at 1 thread: each step of it costs ~10 steps)
 
 T = TypeVar("T")
@@ -178,7 +179,7 @@ class ThreadTuner:
         if fastest != self._before_probe:
             before = self._before_probe
             why = "another process is using a core" if fastest < before else "more cores are free"
-            self.event(f"threads {before} → {fastest}: {self._rates[fastest]:,.0f} tok/s against "
+            self.event(f"{THREAD_CHANGE}{before} → {fastest}: {self._rates[fastest]:,.0f} tok/s against "
                        f"{self._rates[before]:,.0f} at {before} ({why})")
 
     def _use(self, count: int) -> None:
@@ -186,6 +187,11 @@ class ThreadTuner:
             self.threads = count
             self.set_threads(count)
             self._warmup = WARMUP_STEPS
+
+
+def is_thread_change(event: str) -> bool:
+    """An event of the tuner's: routine (a key pressed in the studio can cause one), so the studio does not pop it up."""
+    return event.startswith(THREAD_CHANGE)
 
 
 def _rate(timed) -> float:

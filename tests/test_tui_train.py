@@ -74,6 +74,30 @@ async def test_start_pause_resume_stop_with_keys():
         assert len(checkpoint_notes) == 1  # each event once
 
 
+class ThreadTunedTrainer(ScriptedTrainer):
+    """Its tuner changes the thread count once, and it warns once, in its first steps."""
+
+    def run(self):
+        self.metrics.event("threads 2 → 1: 9,000 tok/s against 3,000 at 2 (another process is using a core)")
+        self.metrics.event("warning: something the person must see")
+        return super().run()
+
+
+async def test_a_thread_change_is_not_popped_up_other_events_are():
+    # the tuner's routine changes (a key press can cause one) stay in the run's log; a toast would cover the stats line
+    factory = lambda config, metrics: ThreadTunedTrainer(config, metrics, step_seconds=0.01)  # noqa: E731
+    app = StudioTestApp(SMALL_DATASET, trainer_factory=factory, chat_backend=FakeChatBackend())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_train(pilot)
+        app.start_training(scripted_config(steps=20))
+        await wait_until(pilot, lambda: app.metrics.status == DONE, what="the run's end")
+        await pilot.pause(0.3)
+        assert any(event.startswith("threads 2 → 1") for event in app.metrics.snapshot().events)
+        messages = [note.message for note in app.notes]
+        assert "warning: something the person must see" in messages
+        assert not any(message.startswith("threads ") for message in messages)
+
+
 async def test_the_form_becomes_the_train_config():
     factory = RecordingFactory(step_seconds=0.001)
     app = StudioTestApp(SMALL_DATASET, trainer_factory=factory, chat_backend=FakeChatBackend())

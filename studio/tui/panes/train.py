@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Button, Select
 
+from studio.cpu_threads import is_thread_change
 from studio.metrics import ACTIVE, FINISHED, IDLE, LOADING, PAUSED, RUNNING, Snapshot
 from studio.train_config import TrainingError
 from studio.training_run import WATCHED
@@ -208,8 +209,8 @@ class TrainPane(Widget):
 
     def _follow_run(self, snapshot: Snapshot) -> None:
         """Shown or hidden. Once the run trains, its data is built: the App freezes it out of the garbage collector.
-        Each new event is notified once; the message that ends a run is left to the App, which reports how its
-        worker ended."""
+        Each new event is notified once, but the thread tuner's (in the run's log; the rate shows their effect); the
+        message that ends a run is left to the App, which reports how its worker ended."""
         if snapshot.status == RUNNING and not self._training_seen:
             self._training_seen = True
             self.app.freeze_run_data()
@@ -218,6 +219,6 @@ class TrainPane(Widget):
         if run is not None and run.kind == WATCHED:
             events = events[-WATCHED_EVENTS_SHOWN:]  # a watched run's log is read in bursts: its past is not news
         for event in events:
-            if not (snapshot.status in FINISHED and event == snapshot.message):
+            if not (snapshot.status in FINISHED and event == snapshot.message) and not is_thread_change(event):
                 self.notify(event, markup=False)
         self._events_seen = len(snapshot.events)
