@@ -41,6 +41,7 @@ from notebook_baseline import build_notebook_model, notebook_step, padded_rows  
 from train_throughput import CONFIGS, bundled_examples  # noqa: E402
 
 from studio import checkpoint  # noqa: E402
+from studio.run_folder import METRICS_FILE, read_entries  # noqa: E402
 from studio.templates import get_template  # noqa: E402
 from studio.train_config import TrainConfig  # noqa: E402
 from studio.training_data import load_conversations, sft_data  # noqa: E402
@@ -91,7 +92,7 @@ def held_out_sources(run_checkpoint: Path) -> set[str]:
 def run_summary(run_dir: Path) -> dict:
     """From metrics.jsonl: the validation losses, and how much of the training loop went to validation, probes and
     saves: the gap after a step that had them, less a typical step (the median gap after the others)."""
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    lines = read_entries(run_dir / METRICS_FILE)
     elapsed = {line["step"]: line["elapsed"] for line in lines if "loss" in line and "elapsed" in line}
     busy = {line["step"] for line in lines if "loss" not in line and "step" in line}  # val_loss, probes, checkpoint
     val = [line["val_loss"] for line in lines if "val_loss" in line]

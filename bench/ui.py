@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import platform
 import pty
@@ -48,6 +47,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from studio.cpu_threads import is_thread_change
+from studio.run_folder import METRICS_FILE, read_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS, ROWS = 100, 30
@@ -233,8 +235,7 @@ def train_config(steps: int, out_dir: str):
 
 def throughput(out_dir: Path) -> float:
     """tokens/s over the timed steps: the trainer's per-step rates, weighted by each step's duration."""
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in records if "tokens_per_s" in r]
+    steps = [r for r in read_entries(out_dir / METRICS_FILE) if "tokens_per_s" in r]
     tokens = seconds = 0.0
     for previous, record in zip(steps, steps[1:]):
         if record["step"] <= WARMUP_STEPS:
@@ -247,13 +248,13 @@ def throughput(out_dir: Path) -> float:
 
 def thread_changes(out_dir: Path) -> list[str]:
     """The run's tuner's events ("threads 2 → 1: …"), shortened to the counts."""
-    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["event"].split(":")[0] + f" at step {r['step']}" for r in records if r.get("event", "").startswith("threads ")]
+    return [r["event"].split(":")[0] + f" at step {r['step']}" for r in read_entries(out_dir / METRICS_FILE)
+            if is_thread_change(r.get("event", ""))]
 
 
 def metrics_lines(out_dir: Path) -> int:
-    path = out_dir / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    path = out_dir / METRICS_FILE
+    return len(read_entries(path)) if path.exists() else 0
 
 
 def training_studio(out_dir: Path, steps: int) -> Terminal:

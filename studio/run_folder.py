@@ -72,18 +72,22 @@ def keep_metrics_up_to(path: Path, step: int) -> list[dict]:
     Returns the entries kept."""
     if not path.exists():
         return []
-    kept = []
-    for line in safe_io.json_lines(path.read_text(encoding="utf-8")):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if entry.get("step", 0) <= step:
-            kept.append(entry)
+    kept = [entry for entry in read_entries(path) if entry.get("step", 0) <= step]
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("".join(json.dumps(entry) + "\n" for entry in kept), encoding="utf-8")
     os.replace(temporary, path)
     return kept
+
+
+def read_entries(path: Path) -> list[dict]:
+    """The entries of a run's metrics.jsonl, in order; a line cut by a kill is skipped."""
+    entries = []
+    for line in safe_io.json_lines(path.read_text(encoding="utf-8")):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
 
 
 def replay_metrics(entries: list[dict], metrics: Metrics) -> None:
