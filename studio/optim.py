@@ -1,4 +1,11 @@
-"""The trainer's optimizer: AdamW, with fp32 master weights when the model's weights are bf16 or fp16.
+"""The trainer's optimizer: Muon + AdamW for the studio's GPT, AdamW (fp32 master weights over bf16) for a Hugging Face model.
+
+Muon (torch.optim.Muon, Jordan et al. 2024; what the nanoGPT speedruns train hidden layers with) steps the transformer
+blocks' weight matrices with an orthogonalised momentum: every direction of a matrix moves at the same rate, where
+AdamW's per-element steps let a few directions dominate. Embeddings, the head, norms and biases are not hidden
+matrices and stay with AdamW. On the bundled data the default SFT run memorises 99 % of its trained answers in 500
+steps with Muon, where AdamW needed 2000 (500 AdamW steps: about 5 %), and the held-out loss is no worse
+(docs/PERFORMANCE.md, "The default run").
 
 An imported Hugging Face model keeps the dtype it was stored in (bf16 for most: half the memory, and bf16
 matmuls on GPUs and AMX CPUs). AdamW straight on bf16 weights loses most updates: bf16 has 8 bits of
@@ -7,6 +14,8 @@ steps fp32 copies of those weights (and keeps its moments in fp32) and writes th
 model's dtype after each step: the usual mixed-precision recipe. It costs 4 bytes per parameter more than
 stepping the bf16 weights (fp32 copies), half what keeping the whole model in fp32 would cost for weights
 and gradients. The copies are saved with the optimizer state, so a resume continues from them exactly.
+Such a model was pretrained with AdamW, and keeps it: fine-tuning with another optimizer than the pretraining
+one is reported to lose Muon's edge (Liu et al. 2025, "Muon is Scalable for LLM Training").
 """
 
 from __future__ import annotations
@@ -14,23 +23,79 @@ from __future__ import annotations
 import torch
 
 from studio.devices import fused_adamw_supported
+from studio.model import GPT
+from studio.train_config import TrainConfig, TrainingError
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 MASTER_KEY = "master_weights"  # in state_dict(): the fp32 copies, in param_groups order
+BETAS = (0.9, 0.95)
+LR_SCALE = "lr_scale"  # in a param group: its lr is the schedule's lr times this (Muon's lr is not AdamW's)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    # nanoGPT: decay the matmul and embedding weights, not biases and norm gains
+def optimizer_kind(requested: str, model: torch.nn.Module) -> str:
+    """"muon" or "adamw" for `requested` ("auto" | "muon" | "adamw"); a request the model cannot take is one line."""
+    if requested == "auto":
+        return "muon" if isinstance(model, GPT) else "adamw"
+    if requested == "muon" and not isinstance(model, GPT):
+        raise TrainingError("optimizer muon trains the studio's own GPT; a Hugging Face model trains with adamw (or auto)")
+    return requested
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
+    if optimizer_kind(config.optimizer, model) == "muon":
+        return MuonAdamW(model, config.lr, config.muon_lr, config.weight_decay, device)
+    groups = adamw_groups(params, config.weight_decay)
+    if any(p.dtype in LOW_PRECISION for p in params):
+        return MasterWeightAdamW(groups, lr=config.lr, betas=BETAS)
+    fused = fused_adamw_supported(device) or None  # None: torch's own choice (foreach)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=BETAS, fused=fused)
+
+
+def adamw_groups(params: list[torch.Tensor], weight_decay: float) -> list[dict]:
+    # nanoGPT: decay the matmul and embedding weights, not biases and norm gains
+    return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    options = {"lr": lr, "betas": (0.9, 0.95)}
-    if any(p.dtype in LOW_PRECISION for p in params):
-        return MasterWeightAdamW(groups, **options)
-    fused = fused_adamw_supported(device) or None  # None: torch's own choice (foreach)
-    return torch.optim.AdamW(groups, **options, fused=fused)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon on the GPT blocks' weight matrices, AdamW on every other parameter, as one optimizer to the trainer:
+    its param_groups are the two inner optimizers' groups (Muon's first) and its state their shared state, so the
+    lr schedule, state_dict() and a resume see every parameter, like a single torch optimizer.
+
+    Not fused: a non-finite step is skipped by the trainer reading the loss before the update, every step (on CUDA
+    too, where fused AdamW alone could skip it on the device and read every few steps)."""
+
+    def __init__(self, model: GPT, lr: float, muon_lr: float, weight_decay: float, device: torch.device):
+        matrices = [p for p in model.blocks.parameters() if p.requires_grad and p.dim() == 2]
+        in_muon = {id(p) for p in matrices}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_muon]
+        # match_rms_adamw: Muon's step scaled to the size of an AdamW step, so its lr reads like one
+        self.muon = torch.optim.Muon(matrices, lr=muon_lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(adamw_groups(rest, weight_decay), lr=lr, betas=BETAS,
+                                       fused=fused_adamw_supported(device) or None)
+        self.muon_lr_scale = muon_lr / lr
+        super().__init__(self.muon.param_groups + self.adamw.param_groups, {})
+        self._share()
+
+    def _share(self) -> None:
+        """Point the inner optimizers at this one's groups and state (load_state_dict replaces both)."""
+        split = len(self.muon.param_groups)
+        self.muon.param_groups, self.adamw.param_groups = self.param_groups[:split], self.param_groups[split:]
+        for group in self.muon.param_groups:
+            group[LR_SCALE] = self.muon_lr_scale
+        self.muon.state = self.adamw.state = self.state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.muon.step()
+        self.adamw.step()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._share()  # this run's Muon lr: a resume may set another
 
 
 class MasterWeightAdamW(torch.optim.AdamW):

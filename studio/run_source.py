@@ -53,7 +53,8 @@ def load_source(config: TrainConfig, device, event: Callable[[str], None],
 def resumed_config(config: TrainConfig, source: checkpoint.Checkpoint, event: Callable[[str], None]) -> TrainConfig:
     """The resumed run's settings; fields set here to something other than their default win
     (e.g. more steps, another device), with a warning when that changes the trajectory."""
-    saved = TrainConfig.from_dict(source.config.get("training", {}), f"{source.path}/config.json training")
+    # a run saved before the optimizer was a setting trained with AdamW: its moments are AdamW's
+    saved = TrainConfig.from_dict({"optimizer": "adamw", **source.config.get("training", {})}, f"{source.path}/config.json training")
     if saved.stage != config.stage:
         raise TrainingError(f"{source.path}: is a {saved.stage} run; resume it with `studio {'train' if saved.stage == 'sft' else 'pretrain'} --resume`")
     defaults = TrainConfig()

@@ -35,7 +35,7 @@ from studio.metrics import DONE, FAILED, LOADING, PAUSED, RUNNING, STOPPED, STOP
 from studio.model import GPT, model_config
 from studio.presets import PRESETS
 from studio.models.interface import LanguageModel
-from studio.optim import make_optimizer
+from studio.optim import LR_SCALE, make_optimizer
 from studio.run_control import RunControl
 from studio.run_folder import METRICS_FILE, MetricsLog, check_run_dir, choose_run_dir, keep_metrics_up_to, replay_metrics
 from studio.run_source import load_source, restore_trainer_state
@@ -187,7 +187,7 @@ class Trainer:
         self._data_digest = file_digest(data_path)
         model.to(self.device).train()
         self.bf16 = use_bf16(config.bf16, self.device)
-        self.optimizer = make_optimizer(model, config.lr, config.weight_decay, self.device)
+        self.optimizer = make_optimizer(model, config, self.device)
         # the guard below skips a non-finite update on the device (fused AdamW's found_inf); without it, read every step
         self.sync_every = CUDA_SYNC_EVERY if self.device.type != "cpu" and self.optimizer.defaults.get("fused") else 1
         self.train_model = distributed.wrap(model, self.ranks, self.device)
@@ -249,7 +249,7 @@ class Trainer:
             batch = self.batches.get(step)  # the global batch: every rank trains its own share of it
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get(LR_SCALE, 1.0)
             loss = distributed.forward_backward(self.train_model, batch, self.ranks, config.grad_accum, self.tokenizer.pad_id,
                                                 self.device, lambda: autocast(self.device, self.bf16))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)

@@ -65,7 +65,7 @@ def test_resume_of_a_bf16_hf_run_repeats_the_uninterrupted_losses(tmp_path):
 
 def test_bf16_weights_stay_bf16_and_learn_through_fp32_master_weights(tmp_path):
     model = load_folder(save_tiny_model("qwen2", tmp_path / "m", dtype=torch.bfloat16)).train()
-    optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.0, device=torch.device("cpu"))
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4), device=torch.device("cpu"))  # auto: adamw for a Hugging Face model
     assert isinstance(optimizer, MasterWeightAdamW)
     before = [p.detach().clone() for p in model.parameters()]
     ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))

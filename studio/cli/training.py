@@ -10,10 +10,10 @@ from rich.console import Console
 
 from studio.cli.common import EXIT_BAD_RECORDS, CliError
 from studio.terminal import detach_from_terminal
-from studio.train_config import DEVICES, TrainConfig, TrainingError
+from studio.train_config import DEVICES, OPTIMIZERS, TrainConfig, TrainingError
 
 # flags of `studio train` / `studio pretrain` that map one to one onto TrainConfig fields (dest == field name)
-TRAINING_FLAGS = ("dataset", "corpus", "init_from", "resume", "out_dir", "preset", "template", "steps", "batch_size", "lr", "min_lr",
+TRAINING_FLAGS = ("dataset", "corpus", "init_from", "resume", "out_dir", "preset", "template", "steps", "batch_size", "optimizer", "lr", "muon_lr", "min_lr",
                   "context_size", "device", "seed", "threads", "bf16", "eval_every", "save_every", "train_on_prompt", "skip_invalid",
                   "probes", "probe_tokens", "max_file_mb", "grad_accum", "compile")
 STOP_SIGNALS = {"SIGINT": 130, "SIGHUP": 129, "SIGTERM": 143}  # exit code 128 + signal number, as shells report it
@@ -29,7 +29,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, help="examples (or windows) per step; under torchrun shared by the ranks")
     parser.add_argument("--grad-accum", type=int, help="train each batch in this many pieces per device (a batch bigger than one holds)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine to min_lr)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="auto (default): muon for the studio's GPT, adamw for a Hugging Face model")
+    parser.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine to min_lr); with muon, of the parameters AdamW steps")
+    parser.add_argument("--muon-lr", type=float, help="peak learning rate of the blocks' weight matrices under muon (same schedule)")
     parser.add_argument("--max-file-mb", type=float, help="refuse a larger dataset or corpus file (default 1024)")
     parser.add_argument("--min-lr", type=float, help="learning rate at the last step (default: lr / 20)")
     parser.add_argument("--context", dest="context_size", type=int, help="context length in tokens (default: the preset's)")
