@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from studio.devices import fused_adamw_supported
+from studio.devices import fused_adamw_supported, use_bf16
 from studio.model import GPT
 from studio.train_config import TrainConfig, TrainingError
 
@@ -73,7 +73,8 @@ class MuonAdamW(torch.optim.Optimizer):
         in_muon = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_muon]
         # match_rms_adamw: Muon's step scaled to the size of an AdamW step, so its lr reads like one
-        self.muon = torch.optim.Muon(matrices, lr=muon_lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        self.muon = BatchedMuon(matrices, lr=muon_lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw",
+                                orthogonalise_in=torch.bfloat16 if use_bf16(None, device) else torch.float32)
         self.adamw = torch.optim.AdamW(adamw_groups(rest, weight_decay), lr=lr, betas=BETAS,
                                        fused=fused_adamw_supported(device) or None)
         self.muon_lr_scale = muon_lr / lr
@@ -96,6 +97,56 @@ class MuonAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self._share()  # this run's Muon lr: a resume may set another
+
+
+class BatchedMuon(torch.optim.Muon):
+    """torch.optim.Muon's update (the same momentum, Newton-Schulz iteration, coefficients and lr adjustment; its
+    settings, state and state_dict), computed for all matrices of one shape at once. torch steps the matrices one by
+    one: ~25 small ops each, 12 matrices in the tiny GPT, 9.9 ms a step on 2 cores where AdamW takes 0.5 ms and a
+    whole forward + backward at config (a) 12.5 ms. Batched: a few ops per shape (docs/PERFORMANCE.md).
+
+    torch orthogonalises in bf16; here in `orthogonalise_in`: bf16 where matmuls run it natively (CUDA, AMX CPUs),
+    fp32 on a CPU that would emulate it (slower there, and more precise)."""
+
+    def __init__(self, params, *, orthogonalise_in: torch.dtype = torch.bfloat16, **options):
+        super().__init__(params, **options)
+        self.orthogonalise_in = orthogonalise_in
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            momentum = group["momentum"]
+            torch._foreach_lerp_(buffers, grads, 1 - momentum)
+            updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
+            lr = group["lr"]
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            by_shape: dict[torch.Size, list[int]] = {}
+            for index, param in enumerate(params):
+                by_shape.setdefault(param.shape, []).append(index)
+            for shape, indices in by_shape.items():
+                orthogonal = self._orthogonalise(torch.stack([updates[i] for i in indices]), group)
+                adjusted = torch.optim._muon._adjust_lr(lr, group["adjust_lr_fn"], shape)
+                torch._foreach_add_([params[i] for i in indices], list(orthogonal.to(params[indices[0]].dtype).unbind()),
+                                    alpha=-adjusted)
+
+    def _orthogonalise(self, matrices: torch.Tensor, group: dict) -> torch.Tensor:
+        """torch.optim._muon._zeropower_via_newtonschulz over a [n, rows, cols] stack."""
+        a, b, c = group["ns_coefficients"]
+        x = matrices.to(self.orthogonalise_in)
+        tall = x.size(1) > x.size(2)
+        if tall:
+            x = x.mT
+        x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=group["eps"])  # each spectral norm at most 1
+        for _ in range(group["ns_steps"]):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x.mT if tall else x
 
 
 class MasterWeightAdamW(torch.optim.AdamW):

@@ -8,7 +8,7 @@ import torch
 from hf_fixtures import save_tiny_model
 from studio.model import GPT, model_config
 from studio.models.hf import load_folder
-from studio.optim import LR_SCALE, MasterWeightAdamW, MuonAdamW, make_optimizer
+from studio.optim import LR_SCALE, BatchedMuon, MasterWeightAdamW, MuonAdamW, make_optimizer
 from studio.train import Trainer
 from studio.train_config import TrainConfig, TrainingError, lr_at
 from train_helpers import TEST_PRESET, losses, small_setup, write_dataset  # noqa: F401 (fixture)
@@ -90,3 +90,24 @@ def test_a_run_saved_before_the_optimizer_setting_resumes_with_adamw(tmp_path):
     resumed.run()
     assert resumed.config.optimizer == "adamw"
     assert losses(tmp_path / "old") == losses(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_batched_muon_steps_exactly_as_torch_muon(weight_decay):
+    """torch.optim.Muon is the oracle: matrices of several shapes (two of one shape, batched together), three steps."""
+    shapes = [(48, 16), (16, 64), (48, 16), (16, 16), (64, 16)]
+    start = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i, shape in enumerate(shapes)]
+    theirs, ours = ([torch.nn.Parameter(x.clone()) for x in start] for _ in range(2))
+    options = dict(lr=0.02, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+    reference, batched = torch.optim.Muon(theirs, **options), BatchedMuon(ours, **options)
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        for a, b in zip(theirs, ours):
+            a.grad = torch.randn(a.shape, generator=generator)
+            b.grad = a.grad.clone()
+        reference.step()
+        batched.step()
+    for a, b, x in zip(theirs, ours, start):
+        assert not torch.equal(a, x)
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+    assert all(torch.equal(batched.state[b]["momentum_buffer"], reference.state[a]["momentum_buffer"]) for a, b in zip(theirs, ours))
