@@ -129,6 +129,30 @@ async def test_bom_and_crlf_file_loads(tmp_path):
         assert "Pergunta número 0" in text_of(app, "#preview-text")
 
 
+async def test_the_filter_applies_while_its_key_is_handled_so_one_frame_draws_both(tmp_path):
+    """The table and its count change in the same call that changes the filter's value, not a message later: then the
+    screen draws the echo and the filtered table in one frame (FilterInput)."""
+    app = StudioTestApp(SMALL_DATASET)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.query_one("#dataset-filter", Input).value = "unidade"  # no await: nothing else runs in between
+        assert row_indices(app) == [0, 5]
+        assert "2 match" in text_of(app, "#dataset-status")
+
+
+async def test_a_dataset_opened_while_filtered_shows_all_its_rows(tmp_path):
+    path = write_jsonl(tmp_path / "other.jsonl", synthetic_records(4))
+    app = StudioTestApp(SMALL_DATASET)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"unidade", "enter")
+        assert row_indices(app) == [0, 5]
+        app.query_one(DatasetPane).open(path)
+        await settle(pilot)
+        assert app.query_one("#dataset-filter", Input).value == ""
+        assert row_indices(app) == [0, 1, 2, 3] and "match" not in text_of(app, "#dataset-status")
+
+
 async def test_open_screen_takes_a_typed_path(tmp_path):
     path = write_jsonl(tmp_path / "other.jsonl", synthetic_records(4))
     app = StudioTestApp(SMALL_DATASET)

@@ -75,7 +75,7 @@ class DatasetPane(Widget):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dataset-list"):
-            yield FilterInput(placeholder="filter: words · a flag · flagged · #index", id="dataset-filter")
+            yield FilterInput(self._filter_changed, placeholder="filter: words · a flag · flagged · #index", id="dataset-filter")
             yield ExampleTable(id="dataset-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="dataset-status")
         with VerticalScroll(id="dataset-preview"):
@@ -159,11 +159,13 @@ class DatasetPane(Widget):
         self.linted = [None] * len(workspace)
         self.lint_done = 0
         self.losses = None
-        filter_input = self.query_one("#dataset-filter", Input)
-        with filter_input.prevent(Input.Changed):
-            filter_input.value = ""
         self._reset_columns()
-        self._apply_filter("")
+        filter_input = self.query_one("#dataset-filter", Input)
+        if filter_input.value:
+            self.matches = []  # the old dataset's: emptying the filter fills the table (FilterInput's on_typed)
+            filter_input.value = ""
+        else:
+            self._apply_filter("")
         self._lint(workspace, self.app.mask_settings)
 
     # ── linting ───────────────────────────────────────────────────────────
@@ -279,11 +281,10 @@ class DatasetPane(Widget):
         self._show_preview()
 
     # ── filter ────────────────────────────────────────────────────────────
-    @on(Input.Changed, "#dataset-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        if self.workspace is not None and self.losses is None and self.workspace.matching(event.value) == self.matches:
+    def _filter_changed(self, query: str) -> None:
+        if self.workspace is not None and self.losses is None and self.workspace.matching(query) == self.matches:
             return  # a key that matches the same examples (most keys once a word is typed): the table stays as it is
-        self._apply_filter(event.value)
+        self._apply_filter(query)
 
     def _apply_filter(self, query: str) -> None:
         self.matches = self.workspace.matching(query) if self.workspace else []
