@@ -17,7 +17,7 @@ from textual_plotext import PlotextPlot
 from studio.metrics import Snapshot, downsample
 
 POINTS_PER_COLUMN = 2
-MIN_SECONDS_BETWEEN_DRAWS = 0.5  # a curve moves smoothly enough at 2 Hz; each draw holds the GIL (2-6 % of a core at 4 Hz)
+MIN_SECONDS_BETWEEN_DRAWS = 0.45  # at most every other 2 Hz poll would redraw at 0.5: the timer jitters; each draw holds the GIL
 TRAIN_MARKER = "braille"  # fine line for the dense train series
 VALIDATION_MARKER = "o"  # sparse points, told apart from the line without colour (NO_COLOR)
 X_TICKS = 4
