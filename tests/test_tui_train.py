@@ -59,9 +59,9 @@ async def test_start_pause_resume_stop_with_keys():
         await pilot.press("space")
         await wait_until(pilot, lambda: app.metrics.status == PAUSED, what="the pause")
         paused_at = app.metrics.snapshot().step
+        await wait_until(pilot, lambda: str(pane.query_one("#train-pause", Button).label) == "Resume", what="the button")
         await pilot.pause(0.2)
         assert app.metrics.snapshot().step == paused_at
-        assert str(pane.query_one("#train-pause", Button).label) == "Resume"
 
         await pilot.press("space")
         await wait_until(pilot, lambda: app.metrics.snapshot().step > paused_at + 5, what="the resume")
