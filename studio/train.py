@@ -1,4 +1,4 @@
-"""The Trainer: data → tokenizer → model → AdamW loop with warm-up + cosine, validation, checkpoints.
+"""The Trainer: data → tokenizer → model → optimizer loop (studio.optim: Muon + AdamW, or AdamW) with warm-up + cosine, validation, checkpoints.
 
 One loop serves the TUI (on a thread worker) and the headless CLI. It never touches the UI: each
 step goes into a Metrics buffer the UI polls, and into the run folder's metrics.jsonl. Stop and
