@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench bench-laptop clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py && $(PY) bench/generate.py && $(PY) bench/ui.py
+
+# issue 13's goals, one after the other on an idle machine (~25 min on 2 cores): the default run against the notebook
+# yardstick, trained tokens/s and MFU at (a) and (b), the busy-neighbour rounds, startup and key-to-screen latency
+bench-laptop: $(STAMP)
+	$(PY) bench/default_run.py && $(PY) bench/train_throughput.py && $(PY) bench/ui.py --busy-neighbour && $(PY) bench/ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

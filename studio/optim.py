@@ -44,7 +44,7 @@ def optimizer_kind(requested: str, model: torch.nn.Module) -> str:
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer_kind(config.optimizer, model) == "muon":
-        return MuonAdamW(model, config.lr, config.muon_lr, config.weight_decay, device)
+        return MuonAdamW(model, config.lr, config.muon_peak_lr, config.weight_decay, device)
     groups = adamw_groups(params, config.weight_decay)
     if any(p.dtype in LOW_PRECISION for p in params):
         return MasterWeightAdamW(groups, lr=config.lr, betas=BETAS)

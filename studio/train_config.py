@@ -24,6 +24,9 @@ STAGES = ("pretrain", "sft")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("auto", "muon", "adamw")  # auto: muon for the studio's GPT, adamw for a Hugging Face model (studio.optim)
 PATH_FIELDS = ("dataset", "corpus", "init_from", "resume", "out_dir")
+# Muon's lr over AdamW's when muon_lr is not set: 0.01 at the default lr, measured best for the default run
+# (0.02: 53 % exact at 600 steps; 0.005: 25 % at 400 where 0.01 gave 41 %; docs/PERFORMANCE.md)
+MUON_LR_RATIO = 0.01 / 6e-3
 MIN_LR_RATIO = 0.05  # min_lr, when not set, is this share of lr (the default run: 6e-3 → 3e-4)
 MAX_CONTEXT_SIZE = 32768  # tokens; far beyond what these models train at, far below a size that exhausts memory at once
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
@@ -49,7 +52,7 @@ class TrainConfig:
     grad_accum: int = 1  # the batch is trained in this many pieces, summed (a batch bigger than a device holds)
     optimizer: str = "auto"  # see OPTIMIZERS
     lr: float = 6e-3  # AdamW's (with muon: the embeddings', the head's, the norms' and the biases')
-    muon_lr: float = 0.01  # Muon's, for the blocks' weight matrices (0.02: 53 % exact at 600 steps; 0.005: slower)
+    muon_lr: float | None = None  # Muon's, for the blocks' weight matrices; None: lr x MUON_LR_RATIO, so --lr scales both
     warmup_steps: int = 50
     min_lr: float | None = None  # the cosine ends here at the last step; None: lr x MIN_LR_RATIO
     weight_decay: float = 0.0  # memorising a small dataset is the goal; decay only slows it
@@ -100,6 +103,10 @@ class TrainConfig:
                 values[key] = str(path.parent / Path(values[key]).expanduser())
         return cls.from_dict(values, str(path))
 
+    @property
+    def muon_peak_lr(self) -> float:
+        return self.muon_lr if self.muon_lr is not None else self.lr * MUON_LR_RATIO
+
     def with_absolute_paths(self) -> "TrainConfig":
         """The same settings with every path absolute, so the run's saved settings work from any folder."""
         return replace(self, **{key: os.path.abspath(os.path.expanduser(getattr(self, key)))
@@ -116,7 +123,7 @@ class TrainConfig:
             (1 <= self.grad_accum <= self.batch_size, f"grad_accum must be between 1 and batch_size ({self.batch_size}), got {self.grad_accum}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.muon_lr > 0, f"muon_lr must be > 0, got {self.muon_lr}"),
+            (self.muon_lr is None or self.muon_lr > 0, f"muon_lr must be > 0, got {self.muon_lr}"),
             (self.min_lr is None or 0 <= self.min_lr <= self.lr, f"min_lr must be between 0 and lr ({self.lr}), got {self.min_lr}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),

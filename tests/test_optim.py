@@ -10,7 +10,7 @@ from studio.model import GPT, model_config
 from studio.models.hf import load_folder
 from studio.optim import LR_SCALE, BatchedMuon, MasterWeightAdamW, MuonAdamW, make_optimizer
 from studio.train import Trainer
-from studio.train_config import TrainConfig, TrainingError, lr_at
+from studio.train_config import MUON_LR_RATIO, TrainConfig, TrainingError, lr_at
 from train_helpers import TEST_PRESET, losses, small_setup, write_dataset  # noqa: F401 (fixture)
 
 CPU = torch.device("cpu")
@@ -65,6 +65,15 @@ def test_the_schedule_gives_muon_its_own_lr(tmp_path):
     assert [group["lr"] for group in trainer.optimizer.muon.param_groups] == [pytest.approx(last * 0.03 / 2e-3)]
     assert {group["lr"] for group in trainer.optimizer.adamw.param_groups} == {last}
     assert trainer.optimizer.muon.param_groups[0][LR_SCALE] == pytest.approx(15.0)
+
+
+def test_without_muon_lr_the_lr_scales_both_halves():
+    """A lower --lr for fine-tuning must not leave Muon's matrices at the from-scratch rate."""
+    for lr in (6e-3, 1e-4):
+        optimizer = make_optimizer(gpt(), TrainConfig(lr=lr), CPU)
+        assert optimizer.muon.param_groups[0]["lr"] == pytest.approx(lr * MUON_LR_RATIO)
+        assert {group["lr"] for group in optimizer.adamw.param_groups} == {lr}
+    assert TrainConfig().muon_peak_lr == pytest.approx(0.01)
 
 
 def test_a_hugging_face_model_gets_adamw_and_muon_on_it_is_one_line(tmp_path):

@@ -31,7 +31,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-accum", type=int, help="train each batch in this many pieces per device (a batch bigger than one holds)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help="auto (default): muon for the studio's GPT, adamw for a Hugging Face model")
     parser.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine to min_lr); with muon, of the parameters AdamW steps")
-    parser.add_argument("--muon-lr", type=float, help="peak learning rate of the blocks' weight matrices under muon (same schedule)")
+    parser.add_argument("--muon-lr", type=float, help="peak learning rate of the blocks' weight matrices under muon (same schedule; default: lr x 5/3, 0.01 at the default lr)")
     parser.add_argument("--max-file-mb", type=float, help="refuse a larger dataset or corpus file (default 1024)")
     parser.add_argument("--min-lr", type=float, help="learning rate at the last step (default: lr / 20)")
     parser.add_argument("--context", dest="context_size", type=int, help="context length in tokens (default: the preset's)")
