@@ -4,8 +4,8 @@ Muon (torch.optim.Muon, Jordan et al. 2024; what the nanoGPT speedruns train hid
 blocks' weight matrices with an orthogonalised momentum: every direction of a matrix moves at the same rate, where
 AdamW's per-element steps let a few directions dominate. Embeddings, the head, norms and biases are not hidden
 matrices and stay with AdamW. On the bundled data the default SFT run memorises 99 % of its trained answers in 500
-steps with Muon, where AdamW needed 2000 (500 AdamW steps: about 5 %), and the held-out loss is no worse
-(docs/PERFORMANCE.md, "The default run").
+steps with Muon, where AdamW needed 2000 (800 AdamW steps: 8 %), and the held-out loss is no worse
+(docs/PERFORMANCE.md, "Issue 13, second pass").
 
 An imported Hugging Face model keeps the dtype it was stored in (bf16 for most: half the memory, and bf16
 matmuls on GPUs and AMX CPUs). AdamW straight on bf16 weights loses most updates: bf16 has 8 bits of
@@ -119,7 +119,10 @@ class BatchedMuon(torch.optim.Muon):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            buffers = [self.state[p]["momentum_buffer"] for p in params]
             momentum = group["momentum"]
             torch._foreach_lerp_(buffers, grads, 1 - momentum)
             updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
