@@ -46,7 +46,7 @@ class TrainConfig:
     resume: str | None = None  # checkpoint dir to continue exactly (optimizer, RNG, step, data order)
     out_dir: str | None = None  # run folder; default checkpoints/<stage>-<timestamp>
     # Defaults chosen so `studio train` on the bundled data (tiny, CPU) finishes in well under a minute
-    # and the model answers >= 90 % of the training instructions exactly (docs/PERFORMANCE.md, "The default run").
+    # and the model answers >= 90 % of the training instructions exactly (docs/PERFORMANCE.md, "Issue 13, second pass").
     steps: int = 500  # ~20 epochs of the bundled data with Muon; measured exact answers 99.0-99.3 % over 3 seeds (450 steps: 85 %)
     batch_size: int = 16  # the global batch: under torchrun it is shared by the ranks
     grad_accum: int = 1  # the batch is trained in this many pieces, summed (a batch bigger than a device holds)

@@ -282,12 +282,13 @@ class DatasetPane(Widget):
 
     # ── filter ────────────────────────────────────────────────────────────
     def _filter_changed(self, query: str) -> None:
-        if self.workspace is not None and self.losses is None and self.workspace.matching(query) == self.matches:
+        matches = self.workspace.matching(query) if self.workspace else []
+        if self.workspace is not None and self.losses is None and matches == self.matches:
             return  # a key that matches the same examples (most keys once a word is typed): the table stays as it is
-        self._apply_filter(query)
+        self._apply_filter(query, matches)
 
-    def _apply_filter(self, query: str) -> None:
-        self.matches = self.workspace.matching(query) if self.workspace else []
+    def _apply_filter(self, query: str, matches: list[int] | None = None) -> None:
+        self.matches = matches if matches is not None else self.workspace.matching(query) if self.workspace else []
         if self.losses is not None:  # worst first; examples without a loss last
             self.matches.sort(key=lambda index: -1.0 if self.losses[index] is None else self.losses[index], reverse=True)
         self._fill_rows(0, keep=self.previewed)
