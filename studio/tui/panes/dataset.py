@@ -29,7 +29,7 @@ from studio.tui.chat_backend import ModelChoice
 from studio.tui.errors import user_message
 from studio.tui.messages import DatasetOpened, ExampleSelected
 from studio.tui.screens.open_dataset import OpenDatasetScreen
-from studio.tui.widgets.example_table import FLAGS_WIDTH, TOKENS_WIDTH, ExampleTable, flags_cell, tokens_cell
+from studio.tui.widgets.example_table import FLAGS_WIDTH, TOKENS_WIDTH, ExampleTable, example_row, flags_cell, tokens_cell
 from studio.tui.widgets.filter_input import FilterInput
 from studio.tui.workspace import LintedConversation, MaskSettings, Workspace
 
@@ -236,23 +236,6 @@ class DatasetPane(Widget):
             self._reset_columns()
             self._fill_rows(0, keep=self.previewed)
 
-    def _row(self, index: int) -> tuple:
-        conversation = self.workspace.conversations[index]
-        instruction = visible(" ".join(conversation.first_instruction.split()))
-        if self.losses is not None:
-            loss = self.losses[index]
-            instruction = f"{'  –  ' if loss is None else f'{loss:5.2f}'}  {instruction}"
-        if len(instruction) > self.instruction_width:
-            instruction = instruction[: self.instruction_width - 1] + "…"
-        linted = self.linted[index]
-        return (  # Text, never str: DataTable parses a str cell as markup (slow, and "[x]" in a dataset would vanish)
-            Text(str(index), justify="right"),
-            Text(conversation.format),
-            tokens_cell(linted),
-            flags_cell(linted),
-            Text(instruction),
-        )
-
     def _fill_rows(self, start: int, keep: int | None = None) -> None:
         """Rows for matches[start:start+PAGE_ROWS] (from the first row when start is 0); keep the cursor on `keep`."""
         table = self.table
@@ -260,7 +243,8 @@ class DatasetPane(Widget):
             table.clear()
         page = self.matches[start: start + PAGE_ROWS]
         for index in page:
-            table.add_row(*self._row(index), key=str(index))
+            table.add_row(*example_row(index, self.workspace.conversations[index], self.linted[index], self.instruction_width,
+                                       self.losses), key=str(index))
         if start == 0 and self.matches:
             row = self.matches.index(keep) if keep in self.matches[:PAGE_ROWS] else 0
             table.move_cursor(row=row, animate=False, scroll=True)
