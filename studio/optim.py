@@ -65,8 +65,9 @@ class MuonAdamW(torch.optim.Optimizer):
     its param_groups are the two inner optimizers' groups (Muon's first) and its state their shared state, so the
     lr schedule, state_dict() and a resume see every parameter, like a single torch optimizer.
 
-    Not fused: a non-finite step is skipped by the trainer reading the loss before the update, every step (on CUDA
-    too, where fused AdamW alone could skip it on the device and read every few steps)."""
+    Where AdamW is fused (CUDA, CPU) this one says so too (defaults["fused"]) and takes the trainer's `found_inf` like
+    it: both halves then skip a non-finite update on the device, so on CUDA the trainer reads the loss every few
+    steps rather than waiting for the GPU at every one."""
 
     def __init__(self, model: GPT, lr: float, muon_lr: float, weight_decay: float, device: torch.device):
         matrices = [p for p in model.blocks.parameters() if p.requires_grad and p.dim() == 2]
@@ -79,6 +80,7 @@ class MuonAdamW(torch.optim.Optimizer):
                                        fused=fused_adamw_supported(device) or None)
         self.muon_lr_scale = muon_lr / lr
         super().__init__(self.muon.param_groups + self.adamw.param_groups, {})
+        self.defaults["fused"] = bool(self.adamw.defaults["fused"])  # set after the groups: not copied into Muon's
         self._share()
 
     def _share(self) -> None:
@@ -91,6 +93,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        self.muon.found_inf = self.adamw.found_inf = getattr(self, "found_inf", None)
         self.muon.step()
         self.adamw.step()
 
@@ -114,26 +117,37 @@ class BatchedMuon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):
+        # found_inf: a 0-d tensor on the device that the trainer sets, as fused AdamW takes it; where it is 1 the whole
+        # update is skipped (momentum and weight decay too), decided on the device without reading it back
+        found_inf = getattr(self, "found_inf", None)
+        skip = None if found_inf is None else found_inf.bool()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
+            if skip is not None:
+                grads = [torch.where(skip, 0.0, g) for g in grads]  # a NaN must not reach the buffers, not even as NaN x 0
             for p in params:
                 if "momentum_buffer" not in self.state[p]:
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p)
             buffers = [self.state[p]["momentum_buffer"] for p in params]
-            momentum = group["momentum"]
-            torch._foreach_lerp_(buffers, grads, 1 - momentum)
+            momentum, lr = group["momentum"], group["lr"]
+            if skip is None:
+                torch._foreach_lerp_(buffers, grads, 1 - momentum)
+            else:  # a weight per tensor: a 0-d tensor alone would be taken as a Python number, read from the device
+                torch._foreach_lerp_(buffers, grads, [torch.where(skip, 0.0, 1 - momentum)] * len(buffers))
             updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
-            lr = group["lr"]
             if group["weight_decay"]:
-                torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+                decay = 1 - lr * group["weight_decay"]
+                torch._foreach_mul_(params, decay if skip is None else torch.where(skip, 1.0, decay))
             by_shape: dict[torch.Size, list[int]] = {}
             for index, param in enumerate(params):
                 by_shape.setdefault(param.shape, []).append(index)
             for shape, indices in by_shape.items():
                 orthogonal = self._orthogonalise(torch.stack([updates[i] for i in indices]), group)
+                if skip is not None:
+                    orthogonal = torch.where(skip, 0.0, orthogonal)
                 adjusted = torch.optim._muon._adjust_lr(lr, group["adjust_lr_fn"], shape)
                 torch._foreach_add_([params[i] for i in indices], list(orthogonal.to(params[indices[0]].dtype).unbind()),
                                     alpha=-adjusted)

@@ -188,7 +188,7 @@ class Trainer:
         model.to(self.device).train()
         self.bf16 = use_bf16(config.bf16, self.device)
         self.optimizer = make_optimizer(model, config, self.device)
-        # the guard below skips a non-finite update on the device (fused AdamW's found_inf); without it, read every step
+        # the guard below skips a non-finite update on the device (found_inf: fused AdamW, MuonAdamW); else read every step
         self.sync_every = CUDA_SYNC_EVERY if self.device.type != "cpu" and self.optimizer.defaults.get("fused") else 1
         self.train_model = distributed.wrap(model, self.ranks, self.device)
         if config.compile:
@@ -253,17 +253,18 @@ class Trainer:
             loss = distributed.forward_backward(self.train_model, batch, self.ranks, config.grad_accum, self.tokenizer.pad_id,
                                                 self.device, lambda: autocast(self.device, self.bf16))
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
-            # Decided on the device (no sync): a non-finite gradient skips the whole update, optimizer state
-            # included. The same on every rank: the gradients, and so their norm, are the all-reduced ones.
-            found_inf = ~torch.isfinite(grad_norm) if self.ranks.enabled else ~(torch.isfinite(grad_norm) & torch.isfinite(loss))
             pending.append((step, loss, grad_norm, lr, batch))
             evaluate = step % config.eval_every == 0 or step == config.steps
             save = (config.save_every and step % config.save_every == 0) or step == config.steps
-            if len(pending) >= self.sync_every or evaluate or save:
+            read = len(pending) >= self.sync_every or evaluate or save
+            if read:
                 self._flush(pending)  # before the update: a non-finite step raises here
             with self._weights_lock:
-                if optimizer.defaults.get("fused"):
-                    optimizer.found_inf = found_inf.float()
+                if optimizer.defaults.get("fused"):  # a step not read yet is decided on the device (no sync): a
+                    # non-finite one skips the whole update, optimizer state included; alike on every rank (their
+                    # gradients, and so their norms, are the all-reduced ones; a rank's own loss is not)
+                    checked = grad_norm if self.ranks.enabled else grad_norm + loss  # non-finite if either is
+                    optimizer.found_inf = None if read else (~torch.isfinite(checked)).float()
                 optimizer.step()
                 self.step = step
             optimizer.zero_grad(set_to_none=True)

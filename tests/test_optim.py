@@ -101,14 +101,18 @@ def test_a_run_saved_before_the_optimizer_setting_resumes_with_adamw(tmp_path):
     assert losses(tmp_path / "old") == losses(tmp_path / "straight")
 
 
+@pytest.mark.parametrize("guarded", [False, True], ids=["alone", "found_inf 0"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_batched_muon_steps_exactly_as_torch_muon(weight_decay):
-    """torch.optim.Muon is the oracle: matrices of several shapes (two of one shape, batched together), three steps."""
+def test_batched_muon_steps_exactly_as_torch_muon(weight_decay, guarded):
+    """torch.optim.Muon is the oracle: matrices of several shapes (two of one shape, batched together), three steps;
+    also with the trainer's device-side guard set to "all finite", which must not change the update."""
     shapes = [(48, 16), (16, 64), (48, 16), (16, 16), (64, 16)]
     start = [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i, shape in enumerate(shapes)]
     theirs, ours = ([torch.nn.Parameter(x.clone()) for x in start] for _ in range(2))
     options = dict(lr=0.02, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
     reference, batched = torch.optim.Muon(theirs, **options), BatchedMuon(ours, **options)
+    if guarded:
+        batched.found_inf = torch.tensor(0.0)
     generator = torch.Generator().manual_seed(7)
     for _ in range(3):
         for a, b in zip(theirs, ours):

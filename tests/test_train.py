@@ -183,19 +183,33 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # the bad update was never applied
 
 
-def test_nan_guard_skips_updates_on_the_device_between_syncs(tmp_path, dataset, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_nan_guard_skips_updates_on_the_device_between_syncs(tmp_path, dataset, monkeypatch, optimizer):
     """As on CUDA (losses read every few steps): from step 3 on every step is non-finite; the steps before the
-    read must not reach the weights or the optimizer's moments, though the host only learns of them later."""
+    read must not reach the weights or the optimizer's state (moments, momentum, step counts), though the host only
+    learns of them later. Fused AdamW skips on the device; MuonAdamW does for both of its halves."""
     seen = poison_losses_from(monkeypatch, 3)  # step 3's forward sees the weights after step 2's update
-    trainer = Trainer(config(tmp_path, dataset, eval_every=100, optimizer="adamw"))  # fused AdamW's skip, not Muon's
+    trainer = Trainer(config(tmp_path, dataset, eval_every=100, optimizer=optimizer))
     trainer.prepare()
     assert trainer.optimizer.defaults["fused"], "the device-side skip needs fused AdamW (torch >= 2.4 on CPU)"
     trainer.sync_every = 6  # losses read at step 6 only: steps 3, 4 and 5 update before anyone looks
+    state_after_step_2, step_once, calls = {}, trainer.optimizer.step, []
+
+    def step_and_keep_the_second():
+        step_once()
+        calls.append(len(calls) + 1)
+        if calls[-1] == 2:
+            state_after_step_2.update({(id(p), key): torch.as_tensor(value).clone()
+                                       for p, state in trainer.optimizer.state.items() for key, value in state.items()})
+
+    monkeypatch.setattr(trainer.optimizer, "step", step_and_keep_the_second)
     with pytest.raises(TrainingError, match=r"loss nan at step 3 .*diverged"):
         trainer.run()
     for name, p in trainer.model.named_parameters():
         torch.testing.assert_close(p, seen["weights"][name], rtol=0, atol=0, msg=f"{name} changed")
-    assert {int(state["step"]) for state in trainer.optimizer.state.values()} == {2}
+    now = {(id(p), key): torch.as_tensor(value) for p, state in trainer.optimizer.state.items() for key, value in state.items()}
+    assert now.keys() == state_after_step_2.keys() and any(key == "momentum_buffer" for _, key in now) == (optimizer == "muon")
+    assert all(torch.equal(now[key], state_after_step_2[key]) for key in now), "a skipped step changed the optimizer's state"
 
 
 def test_grad_accum_trains_the_same_batch(tmp_path, dataset):
