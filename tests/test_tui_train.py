@@ -106,12 +106,14 @@ async def test_the_form_becomes_the_train_config():
         pane.query_one("#train-stage", Select).value = "pretrain"
         pane.query_one("#train-preset", Select).value = "small"
         pane.query_one("#train-device", Select).value = "cpu"
+        pane.query_one("#train-optimizer", Select).value = "adamw"
         pane.query_one("#train-steps", Input).value = "30"
         pane.query_one("#train-lr", Input).value = "0.0005"
         pane.query_one("#train-start", Button).press()
         await wait_until(pilot, lambda: app.metrics.status == DONE, what="the run")
         (config,) = factory.configs
         assert (config.stage, config.preset, config.device, config.steps, config.lr) == ("pretrain", "small", "cpu", 30, 5e-4)
+        assert config.optimizer == "adamw"
         assert config.batch_size == 16 and config.context_size is None  # empty fields keep TrainConfig's defaults
         assert config.init_from is None  # pretraining starts from scratch
         assert Path(config.dataset).resolve() == SMALL_DATASET.resolve()

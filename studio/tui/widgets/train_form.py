@@ -1,4 +1,4 @@
-"""The train pane's settings form: stage, starting checkpoint, preset, numbers, device, and the buttons.
+"""The train pane's settings form: stage, starting checkpoint, preset, numbers, optimizer, device, and the buttons.
 
 The form turns into a TrainConfig (`config`) and tells the App the context it would train with
 (`app.mask_settings.context`), so that the mask and dataset panes cut examples where this run would,
@@ -24,7 +24,7 @@ from studio.cpu_threads import usable_cores
 from studio.metrics import ACTIVE, LOADING, PAUSED, RUNNING
 from studio.paths import DEFAULT_CORPUS
 from studio.presets import DEFAULT_PRESET, PRESETS
-from studio.train_config import DEVICES, STAGES, TrainConfig
+from studio.train_config import DEVICES, OPTIMIZERS, STAGES, TrainConfig
 from studio.tui.workspace import ChosenModel
 
 CONTEXT_TYPING_PAUSE_S = 0.3
@@ -82,6 +82,9 @@ class TrainForm(VerticalScroll):
         for field in NUMBER_FIELDS:
             kind = "integer" if field.kind is int else "number"
             yield self._row(field.label, Input(placeholder="default", type=kind, compact=True, id=f"train-{field.name}"))
+        # auto: Muon for the studio's GPT, AdamW for a Hugging Face model (studio.optim); LR scales Muon's rate too
+        yield self._row("Optimizer", Select([(o, o) for o in OPTIMIZERS], value="auto", allow_blank=False, compact=True,
+                                            id="train-optimizer"))
         yield self._row("Device", Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, compact=True, id="train-device"))
         yield Static("loading PyTorch…", id="train-device-name", markup=False)
         yield Static("", id="train-data", markup=False)
@@ -136,6 +139,7 @@ class TrainForm(VerticalScroll):
             "train_on_prompt": mask.train_on_prompt,
             "stage": self.query_one("#train-stage", Select).value,
             "preset": self.query_one("#train-preset", Select).value,
+            "optimizer": self.query_one("#train-optimizer", Select).value,
             "device": self.device,
         }
         init_from = self.query_one("#train-init", Select).value
