@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 echo "== CUDA tests"
 timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py
 echo "== training throughput"
-timeout 100 "$PYTHON" bench/train_cuda.py --presets small,medium --steps 60
-timeout 100 "$PYTHON" bench/train_cuda.py --presets small --steps 60 --compile on
+timeout 150 "$PYTHON" bench/train_cuda.py --presets small,medium --steps 60   # Muon + AdamW (the default), AdamW alone
+timeout 100 "$PYTHON" bench/train_cuda.py --presets small --steps 60 --compile on --optimizers auto
 echo "== generation throughput"
 timeout 60 "$PYTHON" bench/generate.py --device cuda --repeats 3

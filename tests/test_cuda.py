@@ -68,8 +68,9 @@ def test_the_nan_guard_keeps_unread_non_finite_steps_out_of_the_weights(tmp_path
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpus_with_nccl_train_the_losses_of_one(tmp_path):
     dataset = write_dataset(tmp_path / "data.jsonl", n=24)
+    # AdamW, as the CPU torchrun tests: Muon orthogonalises in bf16, which grows the two paths' rounding past the tolerance
     flags = ["--preset", "tiny", "--context", "64", "--batch-size", "8", "--device", "cuda", "--no-bf16", "--steps", "20",
-             "--dataset", str(dataset)]
+             "--optimizer", "adamw", "--dataset", str(dataset)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "studio",
                            "train", *flags, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240)
