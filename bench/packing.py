@@ -44,7 +44,8 @@ def pack(inputs: torch.Tensor, targets: torch.Tensor, pad_id: int, width: int):
     for example in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         row = next((r for r, free in enumerate(room) if free >= lengths[example]), None)
         if row is None:
-            rows.append([]), room.append(width)
+            rows.append([])
+            room.append(width)
             row = len(rows) - 1
         rows[row].append(example)
         room[row] -= lengths[example]

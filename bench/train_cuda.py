@@ -1,8 +1,9 @@
 """Training throughput on a CUDA GPU: tokens/s and MFU of the Trainer against the GPU's bf16 peak.
 
 SFT on the bundled instructions with the small and medium presets (BPE), bf16 autocast, the default
-optimizer (Muon on the blocks' matrices + fused AdamW) and AdamW alone, the loss read every CUDA_SYNC_EVERY steps; the first steps (allocation, cuDNN/cuBLAS autotuning, a
-compile with --compile) are left out. MFU = GPT.flops_per_token() x real tokens/s over the GPU's dense
+optimizer (Muon on the blocks' matrices + fused AdamW) and AdamW alone, the loss read every
+CUDA_SYNC_EVERY steps; the first steps (allocation, cuDNN/cuBLAS autotuning, a compile with --compile)
+are left out. MFU = GPT.flops_per_token() x real tokens/s over the GPU's dense
 bf16 peak (the datasheet's, when the GPU is in PEAK_BF16; otherwise the best of a large bf16 matmul,
 which is also printed for reference).
 
