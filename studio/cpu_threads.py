@@ -137,19 +137,21 @@ class ThreadTuner:
         self._recent.append((seconds, tokens))
         recent = _rate(self._recent)
         if len(self._recent) == RECENT_STEPS and recent < SLOWDOWN * self._rates[self.threads]:
-            self._probe(tokens / seconds)  # the newest step's rate is the count's now (the window still holds older steps)
+            self._probe(slowed=True)
         elif self._since_probe_s >= REPROBE_S:
             self._since_probe_s = 0.0
             idle = self.idle_cores()
             if self.threads < self.cores and (idle is None or idle >= FREE_CORE):
                 self._probe()
 
-    def _probe(self, rate_now: float | None = None) -> None:
-        """Time every candidate: the count in use first (no change, no warm-up), unless its rate is known (`rate_now`)."""
-        self._before_probe, self._timed = self.threads, []
+    def _probe(self, slowed: bool = False) -> None:
+        """Time every candidate: the count in use first (no change, no warm-up); after a slowdown the others first
+        and the count in use last, measured again: a step or two slowed by a burst of the studio's UI thread must not
+        stand for it (docs/PERFORMANCE.md), and a neighbour that leaves it far slower than the others costs one step
+        of it (HOPELESS)."""
+        self._before_probe, self._timed, self._rates = self.threads, [], {}
         others = [count for count in candidate_counts(self.cores) if count != self.threads]
-        self._rates = {} if rate_now is None else {self.threads: rate_now}
-        self._queue = others if rate_now is not None else [self.threads, *others]
+        self._queue = [*others, self.threads] if slowed else [self.threads, *others]
         self._use(self._queue[0])
 
     def _time_candidate(self, seconds: float, tokens: int) -> None:
