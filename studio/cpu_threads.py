@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-TRAINER_NICE = 10  # the studio's training thread's priority: the UI thread (nice 0) gets ~90 % of a core whenever it wants one
+TRAINER_NICE = 10  # the studio's training thread's nice above the UI's: the UI thread gets ~90 % of a core whenever it wants one
 CPU_SHARE_ENV = "STUDIO_CPU_SHARE_FILE"  # set by `studio serve`: the file holding each visitor's share of the cores
 
 WARMUP_STEPS = 1  # untimed steps after the count changes (the team wakes up), and the run's first (allocations, kernels)
@@ -229,5 +229,8 @@ def run_yielding_to_ui(work: Callable[[], T]) -> T:
 
 
 def _lower_priority() -> None:
+    # relative to the nice it was started with: under `nice -n 15` an absolute 10 would raise the training thread
+    # above the UI (or be refused, for a user who may not raise priorities)
     if sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINER_NICE)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + TRAINER_NICE, 19))
