@@ -263,8 +263,8 @@ class Trainer:
                 if optimizer.defaults.get("fused"):  # a step not read yet is decided on the device (no sync): a
                     # non-finite one skips the whole update, optimizer state included; alike on every rank (their
                     # gradients, and so their norms, are the all-reduced ones; a rank's own loss is not)
-                    checked = grad_norm if self.ranks.enabled else grad_norm + loss  # non-finite if either is
-                    optimizer.found_inf = None if read else (~torch.isfinite(checked)).float()
+                    optimizer.found_inf = None if read else (  # grad_norm + loss: non-finite if either is
+                        ~torch.isfinite(grad_norm if self.ranks.enabled else grad_norm + loss)).float()
                 optimizer.step()
                 self.step = step
             optimizer.zero_grad(set_to_none=True)
